@@ -1,0 +1,292 @@
+"""Global Sparse Momentum: the gradient mask and the GSM optimizer."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple, Union
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from optax_gsm import _pool
+from optax_gsm import _selection
+
+Criterion = Union[str, Callable[[Any, Any], Any]]
+CRITERIA = ("taylor", "magnitude")
+
+
+class GSMState(NamedTuple):
+  """State of :func:`gsm`."""
+  count: jax.Array  # shape (), int32: updates so far
+  active: Any  # per leaf: uint32 count of active entries; MaskedNode if unpooled
+
+
+def _score_dtype(dtype: Any) -> Any:
+  """Scores are computed in at least float32, so both paths rank the same."""
+  return jnp.promote_types(dtype, jnp.float32)
+
+
+def taylor_score(grads: Any, params: Any) -> Any:
+  r"""First-order Taylor importance, :math:`|g \odot w|`, computed in >= f32.
+
+  Args:
+    grads: a pytree of gradients.
+    params: a pytree of parameters with the same structure.
+
+  Returns:
+    A pytree of scores.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> taylor_score({"w": jnp.array([-2.0, 3.0])}, {"w": jnp.array([1.0, 0.5])})
+    {'w': Array([2. , 1.5], dtype=float32)}
+  """
+  def score(g, w):
+    dtype = _score_dtype(jnp.result_type(g, w))
+    return jnp.abs(g.astype(dtype) * w.astype(dtype))
+  return jax.tree.map(score, grads, params)
+
+
+def magnitude_score(grads: Any, params: Any) -> Any:
+  """Magnitude importance, ``|w|``, computed in >= float32.
+
+  Args:
+    grads: a pytree of gradients (unused).
+    params: a pytree of parameters.
+
+  Returns:
+    A pytree of scores.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> magnitude_score(None, {"w": jnp.array([-2.0, 3.0])})
+    {'w': Array([2., 3.], dtype=float32)}
+  """
+  del grads
+  return jax.tree.map(lambda w: jnp.abs(w.astype(_score_dtype(w.dtype))),
+                      params)
+
+
+def _criterion_fn(criterion: Criterion) -> Callable[[Any, Any], Any]:
+  if callable(criterion):
+    return criterion
+  if criterion == "taylor":
+    return taylor_score
+  if criterion == "magnitude":
+    return magnitude_score
+  raise ValueError(
+      f"unknown criterion {criterion!r}; expected one of {CRITERIA} or a "
+      "callable (grads, params) -> scores.")
+
+
+def _check_selection(selection: str) -> None:
+  if selection not in _selection.SELECTIONS:
+    raise ValueError(f"unknown selection {selection!r}; expected one of "
+                     f"{_selection.SELECTIONS}.")
+
+
+def _check_static_prunable(prunable: _pool.Prunable) -> None:
+  if prunable is None or callable(prunable):
+    return
+  flags = jax.tree.leaves(prunable)
+  if not any(flags):
+    raise ValueError("prunable selects no leaf: every flag is False.")
+
+
+def pool_scores(criterion: Criterion, grads: Any, params: Any,
+                flags: list[bool]) -> list[Any]:
+  """Scores of the pool's leaves, in leaf order, by ``criterion``.
+
+  The criterion sees ``grads`` and ``params`` with the leaves outside the pool
+  set to ``None``, and must return a pytree of the same structure.
+  """
+  leaves_g, treedef = jax.tree.flatten(grads)
+  leaves_w = treedef.flatten_up_to(params)
+  pool_g = treedef.unflatten(
+      [g if f else None for g, f in zip(leaves_g, flags)])
+  pool_w = treedef.unflatten(
+      [w if f else None for w, f in zip(leaves_w, flags)])
+  scores = jax.tree.leaves(_criterion_fn(criterion)(pool_g, pool_w))
+  pooled = [w for w, f in zip(leaves_w, flags) if f]
+  if len(scores) != len(pooled) or any(
+      jnp.shape(s) != jnp.shape(w) for s, w in zip(scores, pooled)):
+    raise ValueError(
+        "criterion must return one score per pooled entry: a pytree shaped "
+        "like the pooled params, with None outside the pool.")
+  return scores
+
+
+def gsm(
+    compression: Any = None,
+    *,
+    density: Any = None,
+    prunable: _pool.Prunable = None,
+    criterion: Criterion = "taylor",
+    selection: str = "histogram",
+) -> optax.GradientTransformationExtraArgs:
+  r"""Masks the gradient of all but the Q globally most important weights.
+
+  Every step the entries of all prunable leaves are ranked together by their
+  score, by default the first-order Taylor importance :math:`|g \odot w|` on
+  the raw gradient; the top
+
+  .. math::
+    Q = \lfloor N / C \rfloor = \lfloor N d \rfloor
+
+  of the N pooled entries keep their gradient and the rest get 0. Leaves
+  outside the pool pass through. Put it first in a chain, before weight decay
+  and momentum, so that passive weights still decay (:func:`gsm_sgd`).
+
+  Exactly Q entries are active: ties go to the lower index in leaf order
+  (``jax.tree.leaves``), then row-major, and NaN scores rank last.
+
+  Args:
+    compression: C >= 1, total over kept entries. Give this or ``density``.
+    density: d in (0, 1], kept over total entries. Both may be arrays, so
+      ``optax.inject_hyperparams`` can inject them or a schedule of them.
+    prunable: the pool: ``None`` for floating leaves with ``ndim >= 2``, a
+      pytree of bools (or a prefix of one), or a callable of params giving
+      one, as in ``optax.masked``.
+    criterion: ``"taylor"`` (:math:`|g w|`), ``"magnitude"`` (:math:`|w|`),
+      or a callable ``(grads, params) -> scores`` that receives the trees
+      with ``None`` outside the pool.
+    selection: ``"histogram"`` (exact radix select, the default), ``"top_k"``
+      (``jax.lax.top_k`` on the concatenated scores; static ratio only) or
+      ``"sort"``. All three give the same mask.
+
+  Returns:
+    A :class:`optax.GradientTransformationExtraArgs` whose ``update`` needs
+    ``params``; its state :class:`GSMState` counts the active entries per
+    pooled leaf.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> import optax_gsm
+    >>> params = {"w": jnp.array([[1.0, -2.0], [0.5, 3.0]]), "b": jnp.ones(2)}
+    >>> grads = {"w": jnp.array([[1.0, 1.0], [1.0, 1.0]]), "b": jnp.ones(2)}
+    >>> tx = optax_gsm.gsm(compression=2)
+    >>> updates, state = tx.update(grads, tx.init(params), params)
+    >>> updates["w"].tolist(), updates["b"].tolist(), int(state.active["w"])
+    ([[0.0, 1.0], [0.0, 1.0]], [1.0, 1.0], 2)
+
+  References:
+    Ding et al, `Global Sparse Momentum SGD for Pruning Very Deep Neural
+    Networks <https://arxiv.org/abs/1909.12778>`_, 2019
+  """
+  _pool.validate_ratio(compression, density)
+  _criterion_fn(criterion)
+  _check_selection(selection)
+  _check_static_prunable(prunable)
+
+  def pooled_flags(params):
+    flags = _pool.pool_flags(prunable, params)
+    _pool.check_pool(flags, params, "gsm")
+    return flags
+
+  def init_fn(params):
+    flags = pooled_flags(params)
+    leaves, treedef = jax.tree.flatten(params)
+    pool_size = sum(jnp.size(x) for x, f in zip(leaves, flags) if f)
+    kept = _pool.num_kept(pool_size, compression, density)
+    if isinstance(kept, int) and kept < 1:
+      raise ValueError(
+          f"gsm keeps floor({pool_size} pooled entries / compression) = 0 "
+          "entries; lower the compression or raise the density.")
+    active = [jnp.zeros((), jnp.uint32) if f else optax.MaskedNode()
+              for f in flags]
+    return GSMState(count=jnp.zeros((), jnp.int32),
+                    active=treedef.unflatten(active))
+
+  def update_fn(updates, state, params=None, **extra_args):
+    del extra_args
+    if params is None:
+      raise ValueError(
+          "gsm needs params: call update(updates, state, params), since the "
+          "Taylor score is |grad * param|.")
+    _pool.check_same_structure(updates, params, "gsm")
+    flags = pooled_flags(params)
+    leaves_g, treedef = jax.tree.flatten(updates)
+    scores = pool_scores(criterion, updates, params, flags)
+    pool_size = sum(s.size for s in scores)
+    kept = _pool.num_kept(pool_size, compression, density)
+    masks = iter(_selection.top_k_masks(scores, kept, selection=selection))
+    new_leaves, active = [], []
+    for g, f in zip(leaves_g, flags):
+      if f:
+        mask = next(masks)
+        new_leaves.append(jnp.where(mask, g, jnp.zeros((), g.dtype)))
+        active.append(jnp.sum(mask, dtype=jnp.uint32))
+      else:
+        new_leaves.append(g)
+        active.append(optax.MaskedNode())
+    new_state = GSMState(count=optax.safe_increment(state.count),
+                         active=treedef.unflatten(active))
+    return treedef.unflatten(new_leaves), new_state
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def gsm_sgd(
+    learning_rate: optax.ScalarOrSchedule,
+    compression: Any = None,
+    *,
+    density: Any = None,
+    momentum: float = 0.99,
+    weight_decay: float = 5e-4,
+    nesterov: bool = False,
+    weight_decay_mask: Any = None,
+    prunable: _pool.Prunable = None,
+    criterion: Criterion = "taylor",
+    selection: str = "histogram",
+) -> optax.GradientTransformationExtraArgs:
+  r"""Global Sparse Momentum SGD: :func:`gsm`, weight decay, heavy-ball momentum.
+
+  As the paper writes it, for every weight :math:`w` with momentum :math:`z`,
+
+  .. math::
+    z \leftarrow \beta z + \eta w + B \odot \partial L / \partial w, \qquad
+    w \leftarrow w - \alpha z,
+
+  where :math:`B` is 1 on the Q globally most important pooled entries (and on
+  every entry outside the pool), 0 elsewhere. Weight decay and momentum act on
+  every weight, so passive weights decay toward zero; momentum is never reset.
+
+  Args:
+    learning_rate: :math:`\alpha`, a number or an optax schedule.
+    compression: C >= 1, total over kept entries. Give this or ``density``.
+    density: d in (0, 1], kept over total entries.
+    momentum: :math:`\beta`; the paper uses 0.98 to 0.99.
+    weight_decay: :math:`\eta`, L2 decay added inside the momentum buffer.
+    nesterov: use Nesterov momentum (the paper's lottery-ticket code does).
+    weight_decay_mask: optional pytree or callable of bools selecting the
+      leaves that decay (``optax.add_decayed_weights``'s ``mask``); all by
+      default. The paper's code decays only the pool.
+    prunable: the pool, as in :func:`gsm`.
+    criterion: the importance score, as in :func:`gsm`.
+    selection: the top-Q method, as in :func:`gsm`.
+
+  Returns:
+    A :class:`optax.GradientTransformationExtraArgs`: ``optax.chain(gsm(...),
+    optax.add_decayed_weights(...), optax.trace(...),
+    optax.scale_by_learning_rate(...))``.
+
+  Example:
+    >>> import jax, jax.numpy as jnp, optax
+    >>> import optax_gsm
+    >>> params = {"w": jnp.array([[1.0, -2.0], [0.5, 3.0]])}
+    >>> loss = lambda p: jnp.sum(p["w"] ** 2)
+    >>> opt = optax_gsm.gsm_sgd(0.1, compression=4, weight_decay=0.0)
+    >>> state = opt.init(params)
+    >>> grads = jax.grad(loss)(params)
+    >>> updates, state = opt.update(grads, state, params)
+    >>> optax.apply_updates(params, updates)["w"].tolist()
+    [[1.0, -2.0], [0.5, 2.4000000953674316]]
+  """
+  return optax.chain(
+      gsm(compression, density=density, prunable=prunable,
+          criterion=criterion, selection=selection),
+      optax.add_decayed_weights(weight_decay, mask=weight_decay_mask),
+      optax.trace(decay=momentum, nesterov=nesterov),
+      optax.scale_by_learning_rate(learning_rate),
+  )

@@ -1,0 +1,270 @@
+"""The hard prune, holding a mask during training, and sparsity reports."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from optax_gsm import _gsm
+from optax_gsm import _pool
+from optax_gsm import _selection
+
+
+def _is_none(x: Any) -> bool:
+  return x is None
+
+
+def prune(
+    params: Any,
+    compression: Any = None,
+    *,
+    density: Any = None,
+    prunable: _pool.Prunable = None,
+    criterion: _gsm.Criterion = "magnitude",
+    grads: Any = None,
+    selection: str = "histogram",
+) -> tuple[Any, Any]:
+  r"""Hard-prunes params globally: keeps the Q most important, zeroes the rest.
+
+  With the default magnitude criterion, the Q = floor(N / C) pooled entries
+  of largest :math:`|w|` over the whole pool are kept and every other pooled
+  entry is set to exactly ``0.0``; leaves outside the pool are untouched.
+  This is GSM's final step, and one-shot global magnitude pruning.
+
+  Args:
+    params: the parameters.
+    compression: C >= 1, total over kept entries. Give this or ``density``.
+    density: d in (0, 1], kept over total entries.
+    prunable: the pool, as in :func:`optax_gsm.gsm`.
+    criterion: ``"magnitude"`` (default), ``"taylor"`` (needs ``grads``) or a
+      callable ``(grads, params) -> scores``.
+    grads: gradients for a gradient-based criterion (e.g. SNIP's
+      :math:`|g w|` at initialization).
+    selection: the top-Q method, as in :func:`optax_gsm.gsm`.
+
+  Returns:
+    ``(pruned_params, masks)``: masks hold a bool array for each pooled leaf
+    (True = kept) and ``None`` for the others.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> import optax_gsm
+    >>> params = {"w": jnp.array([[1.0, -4.0], [0.5, 3.0]]), "b": jnp.ones(2)}
+    >>> pruned, masks = optax_gsm.prune(params, compression=2)
+    >>> pruned["w"].tolist(), masks["b"] is None
+    ([[0.0, -4.0], [0.0, 3.0]], True)
+  """
+  _pool.validate_ratio(compression, density)
+  flags = _pool.pool_flags(prunable, params)
+  _pool.check_pool(flags, params, "prune")
+  if criterion == "taylor" and grads is None:
+    raise ValueError('criterion="taylor" needs grads.')
+  if grads is None:
+    grads = jax.tree.map(jnp.zeros_like, params)
+  _pool.check_same_structure(grads, params, "prune")
+  scores = _gsm.pool_scores(criterion, grads, params, flags)
+  kept = _pool.num_kept(sum(s.size for s in scores), compression, density)
+  if isinstance(kept, int) and kept < 1:
+    raise ValueError("prune would keep 0 entries; lower the compression.")
+  masks = iter(_selection.top_k_masks(scores, kept, selection=selection))
+  leaves, treedef = jax.tree.flatten(params)
+  mask_leaves = [next(masks) if f else None for f in flags]
+  pruned = [x if m is None else jnp.where(m, x, jnp.zeros((), x.dtype))
+            for x, m in zip(leaves, mask_leaves)]
+  return treedef.unflatten(pruned), treedef.unflatten(mask_leaves)
+
+
+def apply_masks(params: Any, masks: Any) -> Any:
+  """Zeroes the entries of ``params`` where ``masks`` is False.
+
+  Args:
+    params: the parameters.
+    masks: bool arrays for masked leaves, ``None`` for leaves left as they are.
+
+  Returns:
+    The masked parameters.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> apply_masks({"w": jnp.array([1.0, 2.0])}, {"w": jnp.array([True, False])})
+    {'w': Array([1., 0.], dtype=float32)}
+  """
+  return jax.tree.map(
+      lambda m, x: x if m is None else jnp.where(m, x, jnp.zeros((), x.dtype)),
+      masks, params, is_leaf=_is_none)
+
+
+def _check_masks(masks: Any, params: Any, where: str) -> None:
+  mask_def = jax.tree.structure(
+      jax.tree.map(lambda _: 0, masks, is_leaf=_is_none))
+  param_def = jax.tree.structure(params)
+  if mask_def != param_def:
+    raise ValueError(
+        f"{where}: masks must match params leaf for leaf (None where not "
+        f"masked); got {mask_def} for params {param_def}.")
+  for m, x in zip(jax.tree.leaves(masks, is_leaf=_is_none),
+                  jax.tree.leaves(params)):
+    if m is not None and jnp.shape(m) != jnp.shape(x):
+      raise ValueError(f"{where}: a mask of shape {jnp.shape(m)} stands for "
+                       f"a leaf of shape {jnp.shape(x)}.")
+
+
+class KeepMaskedState(NamedTuple):
+  """``keep_masked`` holds no state; the masks are closed over."""
+
+
+def keep_masked(masks: Any) -> optax.GradientTransformationExtraArgs:
+  r"""Keeps pruned entries at exactly zero while training goes on.
+
+  For a masked-out entry the update becomes :math:`-w`, so that
+  ``optax.apply_updates`` lands on exactly ``0.0`` whatever came before in the
+  chain; kept entries and unmasked leaves pass through. Put it last in the
+  chain, e.g. to fine-tune after :func:`prune` or to retrain a lottery ticket.
+
+  Args:
+    masks: bool arrays for the masked leaves (True = kept), ``None`` for the
+      leaves to leave alone, as :func:`prune` returns them.
+
+  Returns:
+    A :class:`optax.GradientTransformationExtraArgs` whose ``update`` needs
+    ``params``.
+
+  Example:
+    >>> import jax.numpy as jnp, optax
+    >>> import optax_gsm
+    >>> params = {"w": jnp.array([1.0, 0.0])}
+    >>> masks = {"w": jnp.array([True, False])}
+    >>> opt = optax.chain(optax.sgd(0.1), optax_gsm.keep_masked(masks))
+    >>> grads = {"w": jnp.array([1.0, 1.0])}
+    >>> updates, _ = opt.update(grads, opt.init(params), params)
+    >>> [round(w, 4) for w in optax.apply_updates(params, updates)["w"].tolist()]
+    [0.9, 0.0]
+  """
+
+  def init_fn(params):
+    _check_masks(masks, params, "keep_masked")
+    return KeepMaskedState()
+
+  def update_fn(updates, state, params=None, **extra_args):
+    del extra_args
+    if params is None:
+      raise ValueError("keep_masked needs params: the update of a pruned entry "
+                       "is -param, which lands it on exactly zero.")
+    _check_masks(masks, params, "keep_masked")
+    updates = jax.tree.map(
+        lambda m, u, x: u if m is None else jnp.where(m, u, -x.astype(u.dtype)),
+        masks, updates, params, is_leaf=_is_none)
+    return updates, state
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+@dataclasses.dataclass(frozen=True)
+class LeafSparsity:
+  """Sparsity of one leaf."""
+  path: str
+  shape: tuple[int, ...]
+  kept: int
+  total: int
+
+  @property
+  def density(self) -> float:
+    return self.kept / self.total if self.total else 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class SparsityReport:
+  """Per-leaf and global sparsity; ``str()`` gives a table."""
+  leaves: tuple[LeafSparsity, ...]
+
+  @property
+  def kept(self) -> int:
+    return sum(leaf.kept for leaf in self.leaves)
+
+  @property
+  def total(self) -> int:
+    return sum(leaf.total for leaf in self.leaves)
+
+  @property
+  def density(self) -> float:
+    return self.kept / self.total if self.total else 0.0
+
+  @property
+  def compression(self) -> float:
+    return self.total / self.kept if self.kept else float("inf")
+
+  def as_dict(self) -> dict[str, Any]:
+    """Plain data: per-leaf rows and the global figures."""
+    return {
+        "leaves": [dict(path=l.path, shape=list(l.shape), kept=l.kept,
+                        total=l.total, density=l.density)
+                   for l in self.leaves],
+        "kept": self.kept, "total": self.total, "density": self.density,
+        "compression": self.compression,
+    }
+
+  def __str__(self) -> str:
+    rows = [(l.path, "x".join(map(str, l.shape)) or "scalar", f"{l.kept:,}",
+             f"{l.total:,}", f"{100 * l.density:.2f}%") for l in self.leaves]
+    rows.append(("total", "", f"{self.kept:,}", f"{self.total:,}",
+                 f"{100 * self.density:.2f}%"))
+    head = ("leaf", "shape", "kept", "total", "density")
+    widths = [max(len(r[i]) for r in rows + [head]) for i in range(5)]
+    line = lambda r: "  ".join(
+        c.ljust(w) if i < 2 else c.rjust(w)
+        for i, (c, w) in enumerate(zip(r, widths)))
+    rule = "-" * len(line(head))
+    body = [line(r) for r in rows]
+    return "\n".join([line(head), rule, *body[:-1], rule, body[-1],
+                      f"compression {self.compression:.2f}x"])
+
+
+def sparsity_report(tree: Any, prunable: _pool.Prunable = None
+                    ) -> SparsityReport:
+  """Per-leaf and global density of params (non-zeros) or of masks (Trues).
+
+  Args:
+    tree: parameters (entries that are not ``0`` count as kept) or masks
+      (``True`` counts as kept; ``None`` leaves are skipped), as :func:`prune`
+      returns them.
+    prunable: which parameter leaves to report, as in :func:`optax_gsm.gsm`;
+      ignored for masks, whose ``None`` leaves say it.
+
+  Returns:
+    A :class:`SparsityReport`: ``.leaves`` (path, shape, kept, total,
+    density), the global ``.kept``, ``.total``, ``.density`` and
+    ``.compression``; ``print`` it for a table.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> import optax_gsm
+    >>> report = optax_gsm.sparsity_report({"w": jnp.array([[0.0, 2.0]])})
+    >>> report.kept, report.total, report.density
+    (1, 2, 0.5)
+  """
+  paths_leaves = jax.tree_util.tree_flatten_with_path(tree, is_leaf=_is_none)[0]
+  present = [x for _, x in paths_leaves if x is not None]
+  is_mask = bool(present) and all(jnp.result_type(x) == jnp.bool_
+                                  for x in present)
+  if is_mask:
+    flags = [x is not None for _, x in paths_leaves]
+  else:
+    flags = _pool.pool_flags(prunable, tree)
+    paths_leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+  rows = []
+  for (path, x), flag in zip(paths_leaves, flags):
+    if not flag:
+      continue
+    x = np.asarray(x)
+    rows.append(LeafSparsity(path=jax.tree_util.keystr(path, simple=True,
+                                                        separator="/"),
+                             shape=tuple(x.shape),
+                             kept=int(np.count_nonzero(x)), total=int(x.size)))
+  if not rows:
+    raise ValueError("sparsity_report: no leaf to report on.")
+  return SparsityReport(tuple(rows))

@@ -1,0 +1,251 @@
+"""Exact global top-k selection over the leaves of a pytree.
+
+Every method here returns the same mask: the ``k`` largest scores over all
+leaves taken together, ties broken toward the lower global index (leaf order as
+``jax.tree.leaves`` gives it, then row-major within a leaf), NaN below every
+number and ``-0.0`` equal to ``0.0``. That is the mask ``jax.lax.top_k`` gives
+on the concatenated, flattened scores.
+
+``"histogram"`` (the default) never concatenates: it finds the k-th largest
+order-preserving integer key by 16-bit radix passes whose per-leaf histograms
+are summed, so each leaf's mask keeps its leaf's shape (and sharding), and
+``k`` may be a traced value. ``"top_k"`` and ``"sort"`` concatenate and sort;
+they are kept as references and for comparison.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+SELECTIONS = ("histogram", "top_k", "sort")
+
+_DIGIT_BITS = 16
+_NUM_BINS = 1 << _DIGIT_BITS
+# Counts are uint32, so a pool may hold up to 2**32 - 1 entries.
+MAX_POOL_SIZE = (1 << 32) - 1
+
+
+def ordered_key(scores: jax.Array) -> jax.Array:
+  """Maps floating scores to unsigned integer keys with the same order.
+
+  NaN maps to 0, below every number (``-inf`` included); ``-0.0`` maps to the
+  key of ``0.0``. Scores of 32 bits or fewer give ``uint32`` keys, ``float64``
+  scores give ``uint64`` keys.
+
+  Args:
+    scores: a floating array.
+
+  Returns:
+    An unsigned integer array of the same shape whose order, as unsigned
+    integers, is the order of ``scores``.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> k = ordered_key(jnp.array([jnp.nan, -jnp.inf, -1.0, -0.0, 0.0, 2.0]))
+    >>> bool(jnp.all(k[1:] >= k[:-1])), int(k[0]), bool(k[3] == k[4])
+    (True, 0, True)
+  """
+  if not jnp.issubdtype(scores.dtype, jnp.floating):
+    raise TypeError(
+        f"scores must have a floating dtype, got {scores.dtype}; cast them "
+        "to float32 first.")
+  if jnp.dtype(scores.dtype).itemsize > 4:
+    float_dtype, uint_dtype = jnp.float64, jnp.uint64
+  else:
+    float_dtype, uint_dtype = jnp.float32, jnp.uint32
+  x = scores.astype(float_dtype)
+  x = jnp.where(x == 0, jnp.zeros((), float_dtype), x)  # -0.0 -> +0.0
+  bits = jax.lax.bitcast_convert_type(x, uint_dtype)
+  top = jnp.iinfo(uint_dtype).bits - 1
+  sign = jnp.asarray(1, uint_dtype) << top
+  key = jnp.where((bits >> top) == 1, ~bits, bits | sign)
+  return jnp.where(jnp.isnan(x), jnp.zeros((), uint_dtype), key)
+
+
+def pick_digit(hist: jax.Array, above: jax.Array,
+               k: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """Chooses the digit of the k-th largest key from one radix histogram.
+
+  ``hist[d]`` counts the keys that share the prefix chosen so far and have
+  digit ``d``; ``above`` counts the keys with a larger prefix. All counts are
+  ``uint32``, so they stay exact up to ``2**32 - 1`` keys.
+
+  Args:
+    hist: ``uint32[B]`` histogram of the current digit.
+    above: ``uint32`` scalar, keys ranked above the current prefix.
+    k: ``uint32`` scalar, ``above < k <= above + hist.sum()``.
+
+  Returns:
+    ``(digit, above, equal)``: the digit of the k-th largest key, the number
+    of keys above that digit's bucket, and the bucket's count.
+  """
+  at_least = above + jnp.cumsum(hist[::-1], dtype=jnp.uint32)[::-1]
+  digit = jnp.sum(at_least >= k, dtype=jnp.int32) - 1
+  equal = hist[digit]
+  return digit, at_least[digit] - equal, equal
+
+
+def _digit_histogram(keys: Sequence[jax.Array], shift: int, prefix: jax.Array,
+                     ) -> jax.Array:
+  """Sums per-leaf histograms of the 16-bit digit at ``shift``, within prefix."""
+  hist = jnp.zeros(_NUM_BINS, jnp.uint32)
+  for key in keys:
+    if key.size == 0:
+      continue
+    digit = ((key >> shift) & (_NUM_BINS - 1)).astype(jnp.int32)
+    top_bits = jnp.iinfo(key.dtype).bits
+    if shift + _DIGIT_BITS < top_bits:  # not the first pass: match the prefix
+      in_prefix = (key >> (shift + _DIGIT_BITS)) == prefix.astype(key.dtype)
+      digit = jnp.where(in_prefix, digit, _NUM_BINS)  # out of range: dropped
+    hist = hist.at[digit].add(jnp.uint32(1), mode="drop")
+  return hist
+
+
+def kth_largest_key(keys: Sequence[jax.Array], k: jax.Array,
+                    ) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """The k-th largest key over all leaves, by 16-bit radix select.
+
+  Args:
+    keys: unsigned integer arrays of one dtype, any shapes.
+    k: ``uint32`` scalar with ``1 <= k <= total size``.
+
+  Returns:
+    ``(threshold, greater, equal)``: the k-th largest key, how many keys are
+    larger, and how many equal it.
+  """
+  key_dtype = keys[0].dtype
+  bits = jnp.iinfo(key_dtype).bits
+  prefix = jnp.zeros((), key_dtype)
+  above = jnp.zeros((), jnp.uint32)
+  equal = jnp.zeros((), jnp.uint32)
+  for shift in range(bits - _DIGIT_BITS, -1, -_DIGIT_BITS):
+    hist = _digit_histogram(keys, shift, prefix)
+    digit, above, equal = pick_digit(hist, above, k)
+    prefix = (prefix << _DIGIT_BITS) | digit.astype(key_dtype)
+  return prefix, above, equal
+
+
+def _flat_index(shape: tuple[int, ...], offset: int) -> jax.Array:
+  """``offset`` plus the row-major flat index of every entry, as uint32."""
+  index = jnp.full(shape, offset, jnp.uint32)
+  stride = 1
+  for dim in reversed(range(len(shape))):
+    index = index + jax.lax.broadcasted_iota(jnp.uint32, shape, dim) * stride
+    stride *= shape[dim]
+  return index
+
+
+def _histogram_masks(keys: list[jax.Array], k: jax.Array) -> list[jax.Array]:
+  k_safe = jnp.maximum(k, 1)
+  threshold, greater, equal = kth_largest_key(keys, k_safe)
+  need = k_safe - greater  # 1 <= need <= equal
+
+  def keep_all_ties(_):
+    return [key >= threshold for key in keys]
+
+  def keep_first_ties(_):
+    # Among the keys equal to the threshold, keep the `need` lowest global
+    # indices: a second radix select, on the complemented index of each tie.
+    offsets = np.cumsum([0] + [key.size for key in keys[:-1]])
+    tie_keys = [
+        jnp.where(key == threshold, ~_flat_index(key.shape, int(offset)),
+                  jnp.zeros((), jnp.uint32))
+        for key, offset in zip(keys, offsets)
+    ]
+    last_tie, _, _ = kth_largest_key(tie_keys, need)
+    return [(key > threshold) | ((key == threshold) & (tie >= last_tie))
+            for key, tie in zip(keys, tie_keys)]
+
+  masks = jax.lax.cond(need == equal, keep_all_ties, keep_first_ties, None)
+  return [mask & (k > 0) for mask in masks]
+
+
+def _concatenated_masks(keys: list[jax.Array], k: Any,
+                        method: str) -> list[jax.Array]:
+  flat = jnp.concatenate([key.ravel() for key in keys])
+  total = flat.size
+  if method == "top_k":
+    if not isinstance(k, (int, np.integer)):
+      raise TypeError(
+          'selection="top_k" needs a static integer k (jax.lax.top_k has a '
+          'static k); use selection="histogram" or "sort" for a traced '
+          "compression or density.")
+    # Flip the top bit so that signed order equals the keys' unsigned order.
+    signed_dtype = jnp.int64 if flat.dtype == jnp.uint64 else jnp.int32
+    top = jnp.iinfo(flat.dtype).bits - 1
+    signed = jax.lax.bitcast_convert_type(
+        flat ^ (jnp.asarray(1, flat.dtype) << top), signed_dtype)
+    _, index = jax.lax.top_k(signed, int(k))
+    flat_mask = jnp.zeros(total, bool).at[index].set(True)
+  else:  # "sort": a stable argsort, descending, lower index first on ties.
+    order = jnp.argsort(~flat, stable=True)
+    rank_kept = jnp.arange(total) < k
+    flat_mask = jnp.zeros(total, bool).at[order].set(rank_kept)
+  splits = np.cumsum([key.size for key in keys])[:-1]
+  return [piece.reshape(key.shape)
+          for piece, key in zip(jnp.split(flat_mask, splits), keys)]
+
+
+def top_k_masks(scores: Any, k: int | jax.Array, *,
+                selection: str = "histogram") -> Any:
+  """Boolean masks of the ``k`` largest scores over a whole pytree.
+
+  The ranking is global: all leaves compete together. Exactly ``k`` entries
+  are selected; ties go to the lower index in leaf order, then row-major
+  within a leaf; NaN ranks below every number and ``-0.0`` equals ``0.0``.
+  ``None`` leaves are skipped and stay ``None``.
+
+  Args:
+    scores: a pytree of floating arrays.
+    k: how many entries to select, ``1 <= k <= total size``. It may be traced
+      for ``"histogram"`` and ``"sort"`` (a traced k is clipped to
+      ``[0, total size]``); ``"top_k"`` needs a Python int.
+    selection: ``"histogram"`` (exact radix select, no concatenation),
+      ``"top_k"`` (``jax.lax.top_k`` on the concatenation, the reference) or
+      ``"sort"`` (a stable argsort of the concatenation).
+
+  Returns:
+    A pytree of boolean arrays shaped like ``scores``.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> scores = {"a": jnp.array([3.0, 1.0]), "b": jnp.array([[1.0, 5.0]])}
+    >>> masks = top_k_masks(scores, 2)
+    >>> masks["a"].tolist(), masks["b"].tolist()
+    ([True, False], [[False, True]])
+  """
+  if selection not in SELECTIONS:
+    raise ValueError(
+        f"unknown selection {selection!r}; expected one of {SELECTIONS}.")
+  leaves, treedef = jax.tree.flatten(scores)
+  if not leaves:
+    raise ValueError("scores has no leaves to select from.")
+  keys = [ordered_key(jnp.asarray(leaf)) for leaf in leaves]
+  key_dtypes = {key.dtype for key in keys}
+  if len(key_dtypes) > 1:  # float64 beside narrower floats: widen them all
+    keys = [ordered_key(jnp.asarray(leaf, jnp.float64)) for leaf in leaves]
+  total = sum(key.size for key in keys)
+  if total > MAX_POOL_SIZE:
+    raise ValueError(
+        f"the pool holds {total} entries; at most {MAX_POOL_SIZE} are "
+        "supported (counts are uint32).")
+  if isinstance(k, (int, np.integer)):
+    if not 1 <= k <= total:
+      raise ValueError(
+          f"k={k} must lie in [1, {total}] (the pool size); selecting no "
+          "entry is almost always a mistake in the compression or density.")
+    if k == total:
+      return jax.tree.unflatten(treedef,
+                                [jnp.ones(key.shape, bool) for key in keys])
+  if selection == "histogram":
+    k = jnp.minimum(jnp.maximum(jnp.asarray(k), 0).astype(jnp.uint32),
+                    jnp.uint32(total))
+    masks = _histogram_masks(keys, k)
+  else:
+    masks = _concatenated_masks(keys, k, selection)
+  return jax.tree.unflatten(treedef, masks)
