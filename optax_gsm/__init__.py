@@ -7,6 +7,11 @@ from optax_gsm._gsm import gsm_sgd
 from optax_gsm._gsm import magnitude_score
 from optax_gsm._gsm import taylor_score
 from optax_gsm._pool import default_prunable
+from optax_gsm.baselines import GMPState
+from optax_gsm.baselines import gmp
+from optax_gsm.baselines import lottery_ticket
+from optax_gsm.baselines import polynomial_density_schedule
+from optax_gsm.baselines import snip_masks
 from optax_gsm._pruning import KeepMaskedState
 from optax_gsm._pruning import LeafSparsity
 from optax_gsm._pruning import SparsityReport
@@ -17,24 +22,63 @@ from optax_gsm._pruning import sparsity_report
 from optax_gsm._selection import SELECTIONS
 from optax_gsm._selection import ordered_key
 from optax_gsm._selection import top_k_masks
+from optax_gsm import checkpoint  # orbax is imported only when used
+from optax_gsm.structured import StructuredGSMState
+from optax_gsm.structured import num_filters
+from optax_gsm.structured import shrink
+from optax_gsm.structured import structured_gsm
+from optax_gsm.structured import structured_prune
+from optax_gsm.synflow import synflow
+from optax_gsm.synflow import synflow_objective
+from optax_gsm.export import load_sparse
+from optax_gsm.export import save_sparse
+from optax_gsm.export import sparse_arrays
+from optax_gsm.export import sparse_mlp_apply
+from optax_gsm.export import to_bcoo
+from optax_gsm.schedules import checked_density_schedule
+from optax_gsm.schedules import density_schedule
+from optax_gsm.weightmom import WeightMomState
+from optax_gsm.weightmom import weightmom
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "load_sparse",
+    "save_sparse",
+    "sparse_arrays",
+    "sparse_mlp_apply",
+    "to_bcoo",
+    "synflow",
+    "synflow_objective",
+    "StructuredGSMState",
+    "num_filters",
+    "shrink",
+    "structured_gsm",
+    "structured_prune",
+    "WeightMomState",
+    "checked_density_schedule",
+    "density_schedule",
+    "weightmom",
     "CRITERIA",
+    "GMPState",
     "GSMState",
     "KeepMaskedState",
     "LeafSparsity",
     "SELECTIONS",
     "SparsityReport",
     "apply_masks",
+    "checkpoint",
     "default_prunable",
+    "gmp",
     "gsm",
     "gsm_sgd",
     "keep_masked",
+    "lottery_ticket",
     "magnitude_score",
     "ordered_key",
+    "polynomial_density_schedule",
     "prune",
+    "snip_masks",
     "sparsity_report",
     "taylor_score",
     "top_k_masks",

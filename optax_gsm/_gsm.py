@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any, NamedTuple, Union
 
@@ -92,6 +93,24 @@ def _check_static_prunable(prunable: _pool.Prunable) -> None:
   flags = jax.tree.leaves(prunable)
   if not any(flags):
     raise ValueError("prunable selects no leaf: every flag is False.")
+
+
+def _is_params_placeholder(params: Any) -> bool:
+  """True for the leafless stand-in that ``optax.tree.map_params`` inits on."""
+  return (not jax.tree.leaves(params)
+          and type(params).__name__ == "_ParamsPlaceholder")
+
+
+def _check_state(state: GSMState, treedef: Any, flags: list[bool]) -> None:
+  """Raises if ``state`` was built by ``init`` for other params."""
+  want = jax.tree.structure(treedef.unflatten(
+      [0 if f else optax.MaskedNode() for f in flags]))
+  have = jax.tree.structure(state.active)
+  if have != want:
+    raise ValueError(
+        "gsm: the state does not belong to these params (was it restored "
+        f"for another model?): its active counts have structure {have}, "
+        f"these params' pool needs {want}.")
 
 
 def pool_scores(criterion: Criterion, grads: Any, params: Any,
@@ -185,9 +204,15 @@ def gsm(
     return flags
 
   def init_fn(params):
+    if _is_params_placeholder(params):
+      # optax.tree.map_params inits on a leafless stand-in for params: the
+      # active counts are not copies of params, so they are left unmapped.
+      return GSMState(count=jnp.zeros((), jnp.int32),
+                      active=jnp.zeros((), jnp.uint32))
     flags = pooled_flags(params)
     leaves, treedef = jax.tree.flatten(params)
-    pool_size = sum(jnp.size(x) for x, f in zip(leaves, flags) if f)
+    pool_size = sum(math.prod(jnp.shape(x))  # ShapeDtypeStructs too
+                    for x, f in zip(leaves, flags) if f)
     kept = _pool.num_kept(pool_size, compression, density)
     if isinstance(kept, int) and kept < 1:
       raise ValueError(
@@ -207,6 +232,7 @@ def gsm(
     _pool.check_same_structure(updates, params, "gsm")
     flags = pooled_flags(params)
     leaves_g, treedef = jax.tree.flatten(updates)
+    _check_state(state, treedef, flags)
     scores = pool_scores(criterion, updates, params, flags)
     pool_size = sum(s.size for s in scores)
     kept = _pool.num_kept(pool_size, compression, density)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fractions
 import math
 from collections.abc import Callable
 from typing import Any, Union
@@ -117,9 +116,11 @@ def validate_ratio(compression: Any, density: Any) -> None:
 def num_kept(pool_size: int, compression: Any, density: Any) -> Any:
   """Q = floor(pool_size / compression) or floor(pool_size * density).
 
-  Python numbers are turned into exact fractions of their decimal form, so
-  ``density=0.29`` keeps exactly 29 of 100. Arrays (traced hyperparameters)
-  are computed in their own floating precision.
+  For Python numbers the product is taken in float64 and, when it lies within
+  a relative 1e-9 of an integer, rounded to it first: ``density=0.29`` keeps
+  29 of 100 (not floor(28.999999999999996)), and ``density=1/N`` keeps 1.
+  Arrays (traced hyperparameters) are computed in their own floating
+  precision, float32 unless x64 is on, with a tolerance of 4 ulps.
 
   Args:
     pool_size: N, the number of prunable entries.
@@ -131,11 +132,19 @@ def num_kept(pool_size: int, compression: Any, density: Any) -> Any:
   """
   value = compression if density is None else density
   if isinstance(value, (int, float, np.integer, np.floating)):
-    ratio = fractions.Fraction(repr(float(value)))
-    if density is None:
-      ratio = 1 / ratio
-    return math.floor(pool_size * ratio)
+    kept = pool_size / float(value) if density is None else pool_size * float(
+        value)
+    nearest = round(kept)
+    if abs(kept - nearest) <= 1e-9 * max(1.0, kept):
+      return int(nearest)
+    return math.floor(kept)
   value = jnp.asarray(value, jnp.result_type(float))
   size = jnp.asarray(pool_size, value.dtype)
   kept = size / value if density is None else size * value
-  return jnp.clip(jnp.floor(kept), 0, size).astype(jnp.uint32)
+  # As above, a product a few ulps from an integer counts as that integer
+  # (a schedule's 0.25 may arrive as 0.24999997).
+  nearest = jnp.round(kept)
+  close = jnp.abs(kept - nearest) <= 4 * jnp.finfo(kept.dtype).eps * jnp.maximum(
+      1.0, kept)
+  kept = jnp.where(close, nearest, jnp.floor(kept))
+  return jnp.clip(kept, 0, size).astype(jnp.uint32)

@@ -7,15 +7,19 @@ number and ``-0.0`` equal to ``0.0``. That is the mask ``jax.lax.top_k`` gives
 on the concatenated, flattened scores.
 
 ``"histogram"`` (the default) never concatenates: it finds the k-th largest
-order-preserving integer key by 16-bit radix passes whose per-leaf histograms
-are summed, so each leaf's mask keeps its leaf's shape (and sharding), and
-``k`` may be a traced value. ``"top_k"`` and ``"sort"`` concatenate and sort;
-they are kept as references and for comparison.
+order-preserving integer key T by two 16-bit radix passes whose per-leaf
+histograms (uint32 counts) are summed, then keeps ``key > T`` and, of the keys
+equal to T, the ``need`` with the lowest global index. A ``lax.cond`` skips
+that tie-break when every tie fits; otherwise the tie indices are counted in
+``2**20`` blocks (one histogram pass, a second one inside the chosen block
+above ``2**20`` entries). Each leaf's mask keeps its leaf's shape (and
+sharding), and ``k`` may be a traced value. ``"top_k"`` and ``"sort"``
+concatenate and sort; they are kept as references and for comparison.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -28,6 +32,9 @@ _DIGIT_BITS = 16
 _NUM_BINS = 1 << _DIGIT_BITS
 # Counts are uint32, so a pool may hold up to 2**32 - 1 entries.
 MAX_POOL_SIZE = (1 << 32) - 1
+# Ties at the threshold are ranked by index in blocks: at most 2**20 blocks.
+_BLOCK_BITS = 20
+_DROP = np.uint32(0xFFFFFFFF)  # a bin index that the scatter drops
 
 
 def ordered_key(scores: jax.Array) -> jax.Array:
@@ -59,10 +66,11 @@ def ordered_key(scores: jax.Array) -> jax.Array:
   else:
     float_dtype, uint_dtype = jnp.float32, jnp.uint32
   x = scores.astype(float_dtype)
-  x = jnp.where(x == 0, jnp.zeros((), float_dtype), x)  # -0.0 -> +0.0
   bits = jax.lax.bitcast_convert_type(x, uint_dtype)
   top = jnp.iinfo(uint_dtype).bits - 1
   sign = jnp.asarray(1, uint_dtype) << top
+  # On bits, not floats: XLA:CPU treats subnormals as zero in comparisons.
+  bits = jnp.where(bits == sign, jnp.zeros((), uint_dtype), bits)  # -0 -> +0
   key = jnp.where((bits >> top) == 1, ~bits, bits | sign)
   return jnp.where(jnp.isnan(x), jnp.zeros((), uint_dtype), key)
 
@@ -84,26 +92,43 @@ def pick_digit(hist: jax.Array, above: jax.Array,
     ``(digit, above, equal)``: the digit of the k-th largest key, the number
     of keys above that digit's bucket, and the bucket's count.
   """
-  at_least = above + jnp.cumsum(hist[::-1], dtype=jnp.uint32)[::-1]
-  digit = jnp.sum(at_least >= k, dtype=jnp.int32) - 1
-  equal = hist[digit]
-  return digit, at_least[digit] - equal, equal
+  largest_first, above, equal = _locate(hist[::-1], above, k)
+  return hist.shape[0] - 1 - largest_first, above, equal
+
+
+def _histogram(keys: Sequence[jax.Array], bins: int,
+               bin_fn: Callable[[jax.Array, int], jax.Array]) -> jax.Array:
+  """``uint32[bins]`` histogram of ``bin_fn(key, offset)`` over all keys.
+
+  ``offset`` is the global flat index of the key's first entry. ``bin_fn``
+  returns uint32 bins (unsigned, so no wrap-around of negative indices is
+  computed); bins ``>= bins``, such as ``_DROP``, are dropped.
+  """
+  hist = jnp.zeros(bins, jnp.uint32)
+  offset = 0
+  for key in keys:
+    if key.size:
+      # Replicated on the key's mesh: with explicit sharding (the default of
+      # jax.make_mesh) the scatter needs its out_sharding.
+      replicated = jax.typeof(key).sharding.update(
+          spec=jax.sharding.PartitionSpec())
+      hist = hist.at[bin_fn(key, offset)].add(jnp.uint32(1), mode="drop",
+                                              out_sharding=replicated)
+    offset += key.size
+  return hist
 
 
 def _digit_histogram(keys: Sequence[jax.Array], shift: int, prefix: jax.Array,
                      ) -> jax.Array:
   """Sums per-leaf histograms of the 16-bit digit at ``shift``, within prefix."""
-  hist = jnp.zeros(_NUM_BINS, jnp.uint32)
-  for key in keys:
-    if key.size == 0:
-      continue
-    digit = ((key >> shift) & (_NUM_BINS - 1)).astype(jnp.int32)
-    top_bits = jnp.iinfo(key.dtype).bits
-    if shift + _DIGIT_BITS < top_bits:  # not the first pass: match the prefix
-      in_prefix = (key >> (shift + _DIGIT_BITS)) == prefix.astype(key.dtype)
-      digit = jnp.where(in_prefix, digit, _NUM_BINS)  # out of range: dropped
-    hist = hist.at[digit].add(jnp.uint32(1), mode="drop")
-  return hist
+  def digit_bin(key, _):
+    digit = ((key >> shift) & (_NUM_BINS - 1)).astype(jnp.uint32)
+    if shift + _DIGIT_BITS >= jnp.iinfo(key.dtype).bits:  # the first digit
+      return digit
+    in_prefix = (key >> (shift + _DIGIT_BITS)) == prefix.astype(key.dtype)
+    return jnp.where(in_prefix, digit, _DROP)
+
+  return _histogram(keys, _NUM_BINS, digit_bin)
 
 
 def kth_largest_key(keys: Sequence[jax.Array], k: jax.Array,
@@ -140,29 +165,73 @@ def _flat_index(shape: tuple[int, ...], offset: int) -> jax.Array:
   return index
 
 
+def _locate(hist: jax.Array, before: jax.Array, k: jax.Array,
+            ) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """First bin ``b`` with ``before + sum(hist[:b + 1]) >= k``.
+
+  ``hist`` is in descending key order (bin 0 holds the largest keys). Long
+  histograms are searched in two levels of 1024 bins, since a long cumsum is
+  slow on CPU.
+
+  Returns:
+    ``(b, before + sum(hist[:b]), hist[b])``.
+  """
+  size = hist.shape[0]
+  if size > 4096 and size % 1024 == 0:
+    rows = hist.reshape(-1, 1024)
+    row, before, _ = _locate(jnp.sum(rows, axis=1, dtype=jnp.uint32), before,
+                             k)
+    col, before, equal = _locate(rows[row], before, k)
+    return row * 1024 + col, before, equal
+  at_most = before + jnp.cumsum(hist, dtype=jnp.uint32)
+  b = jnp.minimum(jnp.sum(at_most < k, dtype=jnp.int32), size - 1)
+  equal = hist[b]
+  return b, at_most[b] - equal, equal
+
+
 def _histogram_masks(keys: list[jax.Array], k: jax.Array) -> list[jax.Array]:
   k_safe = jnp.maximum(k, 1)
+  total = sum(key.size for key in keys)
   threshold, greater, equal = kth_largest_key(keys, k_safe)
   need = k_safe - greater  # 1 <= need <= equal
 
-  def keep_all_ties(_):
-    return [key >= threshold for key in keys]
+  offsets = [int(x) for x in np.cumsum([0] + [key.size for key in keys])]
 
-  def keep_first_ties(_):
-    # Among the keys equal to the threshold, keep the `need` lowest global
-    # indices: a second radix select, on the complemented index of each tie.
-    offsets = np.cumsum([0] + [key.size for key in keys[:-1]])
-    tie_keys = [
-        jnp.where(key == threshold, ~_flat_index(key.shape, int(offset)),
-                  jnp.zeros((), jnp.uint32))
-        for key, offset in zip(keys, offsets)
-    ]
-    last_tie, _, _ = kth_largest_key(tie_keys, need)
-    return [(key > threshold) | ((key == threshold) & (tie >= last_tie))
-            for key, tie in zip(keys, tie_keys)]
+  def last_tie(_):
+    # The global index of the need-th tie (key == threshold) in index order,
+    # by a histogram of tie indices in blocks of 2**shift, then one inside
+    # the chosen block when blocks hold more than one index.
+    index_bits = max(1, (total - 1).bit_length())
+    shift = max(0, index_bits - _BLOCK_BITS)
 
-  masks = jax.lax.cond(need == equal, keep_all_ties, keep_first_ties, None)
-  return [mask & (k > 0) for mask in masks]
+    def block_bin(piece, offset):
+      index = _flat_index(piece.shape, offset) >> shift
+      return jnp.where(piece == threshold, index, _DROP)
+
+    hist = _histogram(keys, 1 << (index_bits - shift), block_bin)
+    block, before, _ = _locate(hist, jnp.zeros((), jnp.uint32), need)
+    start = block.astype(jnp.uint32) << shift
+    if shift == 0:
+      return start
+
+    def index_bin(piece, offset):
+      index = _flat_index(piece.shape, offset) - start
+      inside = (piece == threshold) & (index < (1 << shift))
+      return jnp.where(inside, index, _DROP)
+
+    hist = _histogram(keys, 1 << shift, index_bin)
+    last, _, _ = _locate(hist, before, need)
+    return start + last.astype(jnp.uint32)
+
+  def all_ties(_):
+    return jnp.uint32(total - 1)
+
+  cut = jax.lax.cond(need == equal, all_ties, last_tie, None)
+  masks = []
+  for key, offset in zip(keys, offsets):
+    tie_kept = (key == threshold) & (_flat_index(key.shape, offset) <= cut)
+    masks.append(((key > threshold) | tie_kept) & (k > 0))
+  return masks
 
 
 def _concatenated_masks(keys: list[jax.Array], k: Any,

@@ -52,18 +52,20 @@ class LeNet5(nn.Module):
     431080
   """
   num_classes: int = 10
+  widths: tuple[int, int, int] = (20, 50, 500)  # conv1, conv2, dense hidden
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     if x.ndim == 3:
       x = x[..., None]
     init = nn.initializers.xavier_uniform()
-    x = nn.relu(nn.Conv(20, (5, 5), padding="VALID", kernel_init=init)(x))
+    conv1, conv2, hidden = self.widths
+    x = nn.relu(nn.Conv(conv1, (5, 5), padding="VALID", kernel_init=init)(x))
     x = nn.max_pool(x, (2, 2), strides=(2, 2))
-    x = nn.relu(nn.Conv(50, (5, 5), padding="VALID", kernel_init=init)(x))
+    x = nn.relu(nn.Conv(conv2, (5, 5), padding="VALID", kernel_init=init)(x))
     x = nn.max_pool(x, (2, 2), strides=(2, 2))
     x = x.reshape((x.shape[0], -1))
-    x = nn.relu(nn.Dense(500, kernel_init=init)(x))
+    x = nn.relu(nn.Dense(hidden, kernel_init=init)(x))
     return nn.Dense(self.num_classes, kernel_init=init)(x)
 
 

@@ -333,3 +333,12 @@ def test_top_k_selection_rejects_traced_density():
   state = opt.init(params)
   with pytest.raises(TypeError, match="static integer k"):
     jax.jit(opt.update)(params, state, params)
+
+
+@pytest.mark.parametrize("density, kept", [(0.24999997, 2), (0.25, 2),
+                                           (0.2, 1), (0.37, 2), (1.0, 8)])
+def test_traced_density_absorbs_rounding(density, kept):
+  params = {"w": jnp.arange(1.0, 9.0).reshape(2, 4)}
+  opt = optax.inject_hyperparams(optax_gsm.gsm)(density=density)
+  _, state = jax.jit(opt.update)(params, opt.init(params), params)
+  assert int(state.inner_state.active["w"]) == kept

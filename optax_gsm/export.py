@@ -1,0 +1,215 @@
+"""Sparse export of hard-pruned params: BCOO arrays, values+indices files."""
+
+from __future__ import annotations
+
+import io
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.experimental import sparse
+
+from optax_gsm import _pool
+from optax_gsm import models
+
+_SEP = "/"
+
+
+def _pooled_with_zeros(params: Any, prunable: _pool.Prunable,
+                       where: str) -> list[bool]:
+  """Pool flags; raises if no pooled leaf holds a zero (nothing to compress)."""
+  flags = _pool.pool_flags(prunable, params)
+  _pool.check_pool(flags, params, where)
+  leaves = jax.tree.leaves(params)
+  if not any(f and not np.all(np.asarray(x)) for x, f in zip(leaves, flags)):
+    raise ValueError(
+        f"{where}: no pooled leaf of params holds a zero, so there is nothing "
+        "to export sparsely; hard-prune first (optax_gsm.prune or "
+        "optax_gsm.apply_masks).")
+  return flags
+
+
+def to_bcoo(params: Any, prunable: _pool.Prunable = None) -> Any:
+  """Pooled leaves as ``jax.experimental.sparse.BCOO``, the others as they are.
+
+  Each pooled leaf stores only its non-zero entries (``nse`` = their count).
+
+  Args:
+    params: hard-pruned parameters (pruned entries exactly 0).
+    prunable: the leaves to convert, as in :func:`optax_gsm.gsm`.
+
+  Returns:
+    A pytree like ``params`` with BCOO arrays in place of the pooled leaves.
+
+  Raises:
+    ValueError: if no pooled leaf holds a zero.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> import optax_gsm
+    >>> tree = optax_gsm.to_bcoo({"w": jnp.array([[0.0, 2.0], [0.0, 0.0]])})
+    >>> tree["w"].nse, tree["w"].todense().tolist()
+    (1, [[0.0, 2.0], [0.0, 0.0]])
+  """
+  flags = _pooled_with_zeros(params, prunable, "to_bcoo")
+  leaves, treedef = jax.tree.flatten(params)
+  return treedef.unflatten([
+      sparse.BCOO.fromdense(x, nse=int(np.count_nonzero(np.asarray(x))))
+      if f else x for x, f in zip(leaves, flags)])
+
+
+def _index_dtype(size: int) -> np.dtype:
+  for dtype in (np.uint8, np.uint16, np.uint32):
+    if size - 1 <= np.iinfo(dtype).max:
+      return np.dtype(dtype)
+  return np.dtype(np.uint64)
+
+
+def _key(path: tuple) -> str:
+  key = jax.tree_util.keystr(path, simple=True, separator=_SEP)
+  if "::" in key:
+    raise ValueError(f"save_sparse: leaf name {key!r} contains '::'.")
+  return key
+
+
+def sparse_arrays(params: Any, prunable: _pool.Prunable = None
+                  ) -> dict[str, np.ndarray]:
+  """Flat arrays for a file: values and flat indices of the pooled leaves.
+
+  A pooled leaf at path ``a/b/kernel`` becomes ``a/b/kernel::values`` (its
+  non-zeros, row-major), ``::indices`` (their flat positions in the smallest
+  unsigned dtype that holds them) and ``::shape``; other leaves are stored
+  dense as ``::dense``.
+
+  Args:
+    params: hard-pruned parameters: nested dicts of arrays.
+    prunable: the leaves to store sparsely, as in :func:`optax_gsm.gsm`.
+
+  Returns:
+    A dict of NumPy arrays, ready for ``np.savez``.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> arrays = sparse_arrays({"w": jnp.array([[0.0, 2.0], [0.0, 3.0]])})
+    >>> arrays["w::values"].tolist(), arrays["w::indices"].tolist()
+    ([2.0, 3.0], [1, 3])
+  """
+  flags = _pooled_with_zeros(params, prunable, "sparse_arrays")
+  arrays = {}
+  for (path, x), f in zip(jax.tree_util.tree_flatten_with_path(params)[0],
+                          flags):
+    key, x = _key(path), np.asarray(x)
+    if f:
+      flat = x.ravel()
+      index = np.flatnonzero(flat)
+      arrays[key + "::values"] = flat[index]
+      arrays[key + "::indices"] = index.astype(_index_dtype(flat.size))
+      arrays[key + "::shape"] = np.asarray(x.shape, np.int64)
+    else:
+      arrays[key + "::dense"] = x
+  return arrays
+
+
+def save_sparse(file: Any, params: Any, prunable: _pool.Prunable = None, *,
+                compress: bool = False) -> int:
+  """Writes :func:`sparse_arrays` to an ``.npz`` file; returns its size.
+
+  Args:
+    file: a path or a binary file object.
+    params: hard-pruned parameters: nested dicts of arrays.
+    prunable: the leaves to store sparsely, as in :func:`optax_gsm.gsm`.
+    compress: also deflate the archive (``np.savez_compressed``).
+
+  Returns:
+    The number of bytes written.
+
+  Example:
+    >>> import io, jax.numpy as jnp
+    >>> import optax_gsm
+    >>> buf = io.BytesIO()
+    >>> nbytes = optax_gsm.save_sparse(buf, {"w": jnp.eye(3)})
+    >>> _ = buf.seek(0)
+    >>> optax_gsm.load_sparse(buf)["w"].tolist()[1]
+    [0.0, 1.0, 0.0]
+  """
+  arrays = sparse_arrays(params, prunable)
+  buf = io.BytesIO()
+  (np.savez_compressed if compress else np.savez)(buf, **arrays)
+  data = buf.getvalue()
+  if isinstance(file, (str, os.PathLike)):
+    with open(file, "wb") as f:
+      f.write(data)
+  else:
+    file.write(data)
+  return len(data)
+
+
+def load_sparse(file: Any) -> dict[str, Any]:
+  """Reads a :func:`save_sparse` file back into nested dicts of dense arrays.
+
+  Args:
+    file: a path or a binary file object.
+
+  Returns:
+    The parameters as nested dicts of ``jax.Array``.
+  """
+  out: dict[str, Any] = {}
+  with np.load(file) as data:
+    names = sorted({name.rsplit("::", 1)[0] for name in data.files})
+    for name in names:
+      if name + "::dense" in data.files:
+        value = data[name + "::dense"]
+      else:
+        shape = tuple(int(s) for s in data[name + "::shape"])
+        values = data[name + "::values"]
+        value = np.zeros(int(np.prod(shape)), values.dtype)
+        value[data[name + "::indices"].astype(np.int64)] = values
+        value = value.reshape(shape)
+      node = out
+      *parents, leaf = name.split(_SEP)
+      for part in parents:
+        node = node.setdefault(part, {})
+      node[leaf] = jnp.asarray(value)
+  return out
+
+
+def sparse_mlp_apply(model: models.MLP, params: Any, x: jax.Array
+                     ) -> jax.Array:
+  """Runs :class:`optax_gsm.models.MLP` with BCOO kernels from :func:`to_bcoo`.
+
+  ``jax.experimental.sparse.sparsify`` does not trace through Flax's
+  ``apply``, so this is the MLP's forward pass with each ``x @ kernel`` a
+  dense-by-sparse product.
+
+  Args:
+    model: the MLP.
+    params: its params, kernels as BCOO (dense ones work too).
+    x: the inputs, flattened as the MLP does.
+
+  Returns:
+    The logits.
+
+  Example:
+    >>> import jax, jax.numpy as jnp
+    >>> import optax_gsm
+    >>> model = optax_gsm.models.MLP((4, 2))
+    >>> params = model.init(jax.random.key(0), jnp.ones((1, 3)))
+    >>> params = jax.tree.map(lambda w: w * (jnp.abs(w) > 0.4), params)
+    >>> x = jnp.ones((2, 3))
+    >>> out = sparse_mlp_apply(model, optax_gsm.to_bcoo(params), x)
+    >>> bool(jnp.allclose(out, model.apply(params, x), atol=1e-6))
+    True
+  """
+  if not isinstance(model, models.MLP):
+    raise TypeError(f"model must be optax_gsm.models.MLP, got "
+                    f"{type(model).__name__}.")
+  layers = params["params"] if set(params) == {"params"} else params
+  x = x.reshape((x.shape[0], -1))
+  for i in range(len(model.features)):
+    layer = layers[f"Dense_{i}"]
+    x = x @ layer["kernel"] + layer["bias"]
+    if i < len(model.features) - 1:
+      x = jax.nn.relu(x)
+  return x

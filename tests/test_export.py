@@ -1,0 +1,69 @@
+"""Tests of the sparse export: BCOO, values+indices files, sparse inference."""
+
+import io
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import optax_gsm
+from optax_gsm import models
+
+MODEL = models.MLP((64, 32, 10))
+
+
+@pytest.fixture(scope="module")
+def pruned():
+  params = jax.jit(MODEL.init)(jax.random.key(0), jnp.zeros((1, 100)))
+  return jax.jit(lambda p: optax_gsm.prune(p, compression=10)[0])(params)
+
+
+def test_bcoo_matches_dense_and_sparse_apply_matches_model(pruned):
+  tree = optax_gsm.to_bcoo(pruned)
+  for dense, sp in zip(jax.tree.leaves(pruned),
+                       jax.tree.leaves(tree, is_leaf=lambda x: hasattr(
+                           x, "todense"))):
+    if hasattr(sp, "todense"):
+      np.testing.assert_array_equal(sp.todense(), dense)
+      assert sp.nse == np.count_nonzero(dense)
+  x = jax.random.normal(jax.random.key(1), (3, 100))
+  np.testing.assert_allclose(
+      jax.jit(lambda p, x: optax_gsm.sparse_mlp_apply(MODEL, p, x))(tree, x),
+      MODEL.apply(pruned, x), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_file_round_trip_is_exact_and_smaller(pruned, tmp_path, compress):
+  path = tmp_path / "model.npz"
+  nbytes = optax_gsm.save_sparse(path, pruned, compress=compress)
+  assert nbytes == path.stat().st_size
+  dense = io.BytesIO()
+  np.savez(dense, *[np.asarray(x) for x in jax.tree.leaves(pruned)])
+  assert nbytes < len(dense.getvalue()) / 2  # 10% density, small indices
+  loaded = optax_gsm.load_sparse(path)
+  same = jax.tree.map(lambda a, b: bool(np.array_equal(a, b)),
+                            loaded, pruned)
+  assert all(jax.tree.leaves(same))
+  assert jax.tree.structure(loaded) == jax.tree.structure(pruned)
+
+
+def test_index_dtype_is_small(pruned):
+  arrays = optax_gsm.sparse_arrays(pruned)
+  assert arrays["params/Dense_0/kernel::indices"].dtype == np.uint16
+  assert arrays["params/Dense_2/kernel::indices"].dtype == np.uint16
+  assert "params/Dense_0/bias::dense" in arrays
+
+
+def test_no_zeros_is_an_error():
+  params = {"w": jnp.ones((3, 3)), "b": jnp.zeros(3)}
+  for fn in (optax_gsm.to_bcoo, optax_gsm.sparse_arrays,
+             lambda p: optax_gsm.save_sparse(io.BytesIO(), p)):
+    with pytest.raises(ValueError, match="no pooled leaf of params holds a "
+                       "zero"):
+      fn(params)
+
+
+def test_sparse_apply_needs_an_mlp():
+  with pytest.raises(TypeError, match="MLP"):
+    optax_gsm.sparse_mlp_apply(models.LeNet5(), {}, jnp.ones((1, 4)))

@@ -1,0 +1,214 @@
+"""Exact global top-k selection: histogram vs top_k/sort vs numpy brute force."""
+
+import jax
+import jax.numpy as jnp
+import ml_dtypes
+import numpy as np
+import pytest
+
+from optax_gsm import _selection
+from optax_gsm import top_k_masks
+
+
+def brute_force(leaves, k):
+  """Masks of the k largest, by np.lexsort: NaN last, -0 == 0, lower index."""
+  flat = [np.asarray(x, np.float64).ravel() for x in leaves]
+  values = np.concatenate(flat) if flat else np.zeros(0)
+  is_nan = np.isnan(values)
+  values = np.where(is_nan | (values == 0), 0.0, values)  # -0.0 -> 0.0
+  index = np.arange(values.size)
+  order = np.lexsort((index, -values, is_nan))  # last key is the primary
+  kept = np.zeros(values.size, bool)
+  kept[order[:k]] = True
+  out, start = [], 0
+  for x in leaves:
+    out.append(kept[start:start + np.size(x)].reshape(np.shape(x)))
+    start += np.size(x)
+  return out
+
+
+_traced = jax.jit(lambda leaves, k: top_k_masks(leaves, k))
+_reference = jax.jit(
+    lambda leaves, k, selection: top_k_masks(leaves, k, selection=selection),
+    static_argnums=(1, 2))
+
+
+def assert_all_agree(leaves, ks, references=("top_k",)):
+  """Histogram (static k once, traced k always) == references == numpy."""
+  total = sum(np.size(x) for x in leaves)
+  for i, k in enumerate(ks):
+    expected = brute_force(leaves, k)
+    got = {"traced": _traced(leaves, jnp.uint32(k))}
+    if i == 0:
+      got["static"] = top_k_masks(leaves, k)
+    for method in references:
+      got[method] = _reference(leaves, k, method)
+    for name, masks in got.items():
+      assert len(masks) == len(expected)
+      for mask, want in zip(masks, expected):
+        assert mask.dtype == jnp.bool_ and mask.shape == want.shape, name
+        np.testing.assert_array_equal(np.asarray(mask), want,
+                                      err_msg=f"{name} k={k}/{total}")
+      assert sum(int(np.sum(m)) for m in masks) == k, name
+
+
+def _ks(total):
+  return sorted({1, 2, max(1, total // 3), max(1, total - 1), total})
+
+
+def test_every_score_equal():
+  for fill in (0.0, -0.0, 1.5, -2.0, np.inf, -np.inf, np.nan):
+    leaves = [np.full((3, 4), fill, np.float32),
+              np.full((5,), fill, np.float32)]
+    assert_all_agree(leaves, _ks(17))
+
+
+def test_zero_and_negative_zero_tie():
+  a = np.array([0.0, -0.0, 1.0, -0.0, 0.0, -1.0], np.float32)
+  assert_all_agree([a, -a[::-1]], [1, 2, 5, 6, 7, 9, 11, 12],
+                   references=("top_k", "sort"))
+
+
+def test_special_values():
+  a = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, 1e-45, -1e-45, 3.0,
+                np.nan, np.inf, -np.inf, 3.0, np.finfo(np.float32).max,
+                np.finfo(np.float32).min], np.float32)
+  assert_all_agree([a.reshape(2, 7), a[::-1].copy()],
+                   [1, 2, 3, 5, 6, 9, 11, 13, 17, 21, 23, 27, 28],
+                   references=("top_k", "sort"))
+
+
+def test_many_ties_at_threshold():
+  rng = np.random.default_rng(0)
+  leaves = [rng.integers(0, 4, (40, 30)).astype(np.float32),
+            rng.integers(0, 4, (7,)).astype(np.float32),
+            rng.integers(0, 4, (5, 6, 7)).astype(np.float32)]
+  assert_all_agree(leaves, [1, 9, 640, 641, 1416, 1417])
+
+
+def test_single_entry_and_empty_leaves():
+  leaves = [np.array([2.0], np.float32), np.zeros((0, 3), np.float32),
+            np.array([[5.0]], np.float32), np.zeros((0,), np.float32),
+            np.array([2.0, 5.0, 1.0], np.float32)]
+  assert_all_agree(leaves, [1, 2, 3, 4, 5], references=("top_k", "sort"))
+
+
+@pytest.mark.parametrize("dtype", [np.float16, ml_dtypes.bfloat16, np.float32])
+def test_low_precision_dtypes(dtype):
+  rng = np.random.default_rng(1)
+  # Few distinct values: a 16-bit float has many exact ties.
+  leaves = [(rng.standard_normal((30, 20)) * 3).astype(dtype),
+            (rng.standard_normal((11,)) * 3).astype(dtype)]
+  leaves[0][0, :5] = np.nan
+  leaves[1][:3] = -0.0
+  assert_all_agree(leaves, _ks(611))
+
+
+def test_float64_scores():
+  rng = np.random.default_rng(2)
+  with jax.enable_x64(True):
+    base = rng.standard_normal(50)
+    # Distinct in float64, equal once rounded to float32.
+    a = 1.0 + np.arange(50) * 1e-12
+    leaves = [jnp.asarray(base.reshape(5, 10)), jnp.asarray(a),
+              jnp.asarray(base[:7], jnp.float32)]
+    fn = jax.jit(lambda leaves, k: top_k_masks(leaves, k))
+    for k in (1, 3, 20, 56, 57, 106, 107):
+      want = brute_force([np.asarray(x) for x in leaves], k)
+      for method in ("histogram", "top_k"):
+        got = (fn(leaves, jnp.uint32(k)) if method == "histogram" else
+               top_k_masks(leaves, k, selection=method))
+        for mask, w in zip(got, want):
+          np.testing.assert_array_equal(np.asarray(mask), w,
+                                        err_msg=f"{method} k={k}")
+
+
+def test_random_mixed_shape_pytrees():
+  rng = np.random.default_rng(3)
+  for _ in range(2):
+    shapes = [tuple(rng.integers(1, 9, rng.integers(1, 4)))
+              for _ in range(rng.integers(1, 6))]
+    tree = {f"leaf{i}": (rng.standard_normal(s) * rng.choice([0, 1], s)
+                         ).astype(np.float32) for i, s in enumerate(shapes)}
+    leaves = jax.tree.leaves(tree)
+    total = sum(x.size for x in leaves)
+    assert_all_agree(leaves, [1, max(1, total // 3), total])
+    masks = top_k_masks(tree, max(1, total // 2))
+    assert jax.tree.structure(masks) == jax.tree.structure(tree)
+
+
+def test_large_pool_exercises_every_pass():
+  # Above 2**20 entries the tie-break needs its second (in-block) pass, and
+  # continuous scores make the threshold's second radix digit matter.
+  rng = np.random.default_rng(4)
+  big = np.abs(rng.standard_normal((1100, 1000))).astype(np.float32)
+  big[::3] = 0.0  # a third of the rows exactly zero: ties at 0
+  small = np.zeros((7, 5), np.float32)
+  leaves = [small, big]
+  nonzero = int(np.count_nonzero(big))
+  for k in (1000, nonzero, nonzero + 1, nonzero + 123_457, 1_100_034):
+    want = brute_force(leaves, k)
+    got = _traced(leaves, jnp.uint32(k))
+    for mask, w in zip(got, want):
+      np.testing.assert_array_equal(np.asarray(mask), w, err_msg=f"k={k}")
+
+
+def test_traced_k_does_not_recompile():
+  rng = np.random.default_rng(5)
+  leaves = [rng.standard_normal((20, 10)).astype(np.float32),
+            np.round(rng.standard_normal(30)).astype(np.float32)]
+  fn = jax.jit(lambda leaves, k: top_k_masks(leaves, k))
+  for k in (1, 17, 100, 229, 230):
+    masks = fn(leaves, jnp.uint32(k))
+    for mask, want in zip(masks, brute_force(leaves, k)):
+      np.testing.assert_array_equal(np.asarray(mask), want)
+  assert fn._cache_size() == 1  # pylint: disable=protected-access
+  # A traced k outside [1, N] is clipped: 0 selects nothing, more selects all.
+  assert not any(np.any(m) for m in fn(leaves, jnp.uint32(0)))
+  assert all(np.all(m) for m in fn(leaves, jnp.uint32(10_000)))
+
+
+def test_bad_arguments():
+  leaves = [jnp.ones(4)]
+  for k in (0, -1, 5):
+    with pytest.raises(ValueError, match="k="):
+      top_k_masks(leaves, k)
+  with pytest.raises(ValueError, match="selection"):
+    top_k_masks(leaves, 1, selection="quickselect")
+  with pytest.raises(TypeError, match="floating"):
+    top_k_masks([jnp.ones(4, jnp.int32)], 1)
+  with pytest.raises(TypeError, match="static integer k"):
+    jax.jit(lambda x, k: top_k_masks(x, k, selection="top_k"))(
+        leaves, jnp.uint32(1))
+  with pytest.raises(ValueError, match="no leaves"):
+    top_k_masks({}, 1)
+
+
+def test_pick_digit_counts_beyond_int32():
+  big = 2**31 + 5  # one bucket alone overflows int32
+  hist = jnp.array([7, big, 0, 2**30, 3], jnp.uint32)  # digits 0..4
+  above = jnp.uint32(11)
+  # Keys rank from digit 4 down: 3 keys, then 2**30, then 0, then big, then 7.
+  cases = {
+      12: (4, 11, 3),
+      14: (4, 11, 3),
+      15: (3, 14, 2**30),
+      14 + 2**30: (3, 14, 2**30),
+      15 + 2**30: (1, 14 + 2**30, big),
+      14 + 2**30 + big: (1, 14 + 2**30, big),
+      15 + 2**30 + big: (0, 14 + 2**30 + big, 7),
+  }
+  for k, want in cases.items():
+    assert k < 2**32
+    digit, greater, equal = _selection.pick_digit(hist, above, jnp.uint32(k))
+    assert (int(digit), int(greater), int(equal)) == want, k
+  assert _selection.MAX_POOL_SIZE == 2**32 - 1
+
+
+def test_ordered_key_is_monotone():
+  values = np.array([np.nan, -np.inf, -3.0, -1e-45, -0.0, 0.0, 1e-45, 2.0,
+                     np.inf], np.float32)
+  keys = np.asarray(_selection.ordered_key(jnp.asarray(values)))
+  assert keys.dtype == np.uint32
+  assert np.all(np.diff(keys[1:].astype(np.int64)) >= 0)
+  assert keys[0] < keys[1] and keys[4] == keys[5]
