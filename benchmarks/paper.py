@@ -619,8 +619,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
   prefix = "paper_quick" if args.quick else "paper"
   doc = args.doc if args.doc is not None else (
       None if args.quick else os.path.join(ROOT, "docs", "evidence.md"))
-  command = "python benchmarks/paper.py " + " ".join(
-      sys.argv[1:] if argv is None else argv)
+  command = " ".join(["python benchmarks/paper.py",
+                      *(sys.argv[1:] if argv is None else argv)])
   if args.summarize:
     with open(args.summarize) as f:
       saved = json.load(f)
@@ -629,7 +629,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     seeds = {r["seed"] for r in saved["rows"]}
     cfg.seeds = len(seeds)
     return report(saved["rows"], cfg, saved["data"], saved["gsm_weight_decay"],
-                  args.out_dir, prefix, doc, saved["command"] + (
+                  args.out_dir, prefix, doc, saved["command"].strip() + (
                       "" if saved["complete"] else
                       f" (stopped early: seeds {sorted(seeds)} finished)"),
                   done=True)

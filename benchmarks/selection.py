@@ -12,8 +12,11 @@ after a warm-up), and the scratch memory XLA allocates for each update.
 The ``top_k``/``sort`` references are skipped above ``--reference-max``
 parameters (25M by default): they are full sorts, seconds per call.
 
-  python benchmarks/selection.py            # full run (~15 min on 2 cores)
+  python benchmarks/selection.py            # full run (~45 min, 2 busy cores)
+  python benchmarks/selection.py --models 25M 110M --ref-densities 0.2
   python benchmarks/selection.py --quick    # smoke run (~1 min)
+
+Results are written to benchmarks/results/ after every record.
 """
 
 from __future__ import annotations
@@ -26,7 +29,6 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -1,5 +1,8 @@
 """optax_gsm: Global Sparse Momentum pruning as optax transformations."""
 
+from optax_gsm import checkpoint  # orbax is imported only when used
+from optax_gsm import datasets
+from optax_gsm import models
 from optax_gsm._gsm import CRITERIA
 from optax_gsm._gsm import GSMState
 from optax_gsm._gsm import gsm
@@ -7,11 +10,6 @@ from optax_gsm._gsm import gsm_sgd
 from optax_gsm._gsm import magnitude_score
 from optax_gsm._gsm import taylor_score
 from optax_gsm._pool import default_prunable
-from optax_gsm.baselines import GMPState
-from optax_gsm.baselines import gmp
-from optax_gsm.baselines import lottery_ticket
-from optax_gsm.baselines import polynomial_density_schedule
-from optax_gsm.baselines import snip_masks
 from optax_gsm._pruning import KeepMaskedState
 from optax_gsm._pruning import LeafSparsity
 from optax_gsm._pruning import SparsityReport
@@ -22,14 +20,11 @@ from optax_gsm._pruning import sparsity_report
 from optax_gsm._selection import SELECTIONS
 from optax_gsm._selection import ordered_key
 from optax_gsm._selection import top_k_masks
-from optax_gsm import checkpoint  # orbax is imported only when used
-from optax_gsm.structured import StructuredGSMState
-from optax_gsm.structured import num_filters
-from optax_gsm.structured import shrink
-from optax_gsm.structured import structured_gsm
-from optax_gsm.structured import structured_prune
-from optax_gsm.synflow import synflow
-from optax_gsm.synflow import synflow_objective
+from optax_gsm.baselines import GMPState
+from optax_gsm.baselines import gmp
+from optax_gsm.baselines import lottery_ticket
+from optax_gsm.baselines import polynomial_density_schedule
+from optax_gsm.baselines import snip_masks
 from optax_gsm.export import load_sparse
 from optax_gsm.export import save_sparse
 from optax_gsm.export import sparse_arrays
@@ -37,49 +32,63 @@ from optax_gsm.export import sparse_mlp_apply
 from optax_gsm.export import to_bcoo
 from optax_gsm.schedules import checked_density_schedule
 from optax_gsm.schedules import density_schedule
+from optax_gsm.structured import StructuredGSMState
+from optax_gsm.structured import num_filters
+from optax_gsm.structured import shrink
+from optax_gsm.structured import structured_gsm
+from optax_gsm.structured import structured_prune
+from optax_gsm.synflow import synflow
+from optax_gsm.synflow import synflow_objective
 from optax_gsm.weightmom import WeightMomState
 from optax_gsm.weightmom import weightmom
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "load_sparse",
-    "save_sparse",
-    "sparse_arrays",
-    "sparse_mlp_apply",
-    "to_bcoo",
-    "synflow",
-    "synflow_objective",
-    "StructuredGSMState",
-    "num_filters",
-    "shrink",
-    "structured_gsm",
-    "structured_prune",
-    "WeightMomState",
-    "checked_density_schedule",
-    "density_schedule",
-    "weightmom",
+    # GSM
     "CRITERIA",
-    "GMPState",
     "GSMState",
-    "KeepMaskedState",
-    "LeafSparsity",
     "SELECTIONS",
-    "SparsityReport",
-    "apply_masks",
-    "checkpoint",
-    "default_prunable",
-    "gmp",
     "gsm",
     "gsm_sgd",
-    "keep_masked",
-    "lottery_ticket",
     "magnitude_score",
-    "ordered_key",
-    "polynomial_density_schedule",
-    "prune",
-    "snip_masks",
-    "sparsity_report",
     "taylor_score",
+    "default_prunable",
+    "ordered_key",
     "top_k_masks",
+    # Pruning, masks and reports
+    "KeepMaskedState",
+    "LeafSparsity",
+    "SparsityReport",
+    "apply_masks",
+    "keep_masked",
+    "prune",
+    "sparsity_report",
+    # Methods users compare GSM with
+    "GMPState",
+    "WeightMomState",
+    "gmp",
+    "lottery_ticket",
+    "polynomial_density_schedule",
+    "snip_masks",
+    "synflow",
+    "synflow_objective",
+    "weightmom",
+    # Schedules, structured GSM, export
+    "StructuredGSMState",
+    "checked_density_schedule",
+    "density_schedule",
+    "load_sparse",
+    "num_filters",
+    "save_sparse",
+    "shrink",
+    "sparse_arrays",
+    "sparse_mlp_apply",
+    "structured_gsm",
+    "structured_prune",
+    "to_bcoo",
+    # Modules
+    "checkpoint",
+    "datasets",
+    "models",
 ]

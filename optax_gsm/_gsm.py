@@ -136,6 +136,33 @@ def pool_scores(criterion: Criterion, grads: Any, params: Any,
   return scores
 
 
+def mask_pooled(updates: Any, flags: list[bool],
+                masks: list[jax.Array]) -> tuple[Any, Any]:
+  """Zeroes the pooled leaves of ``updates`` where their mask is False.
+
+  Args:
+    updates: the gradient pytree.
+    flags: one bool per leaf, True for the pooled leaves.
+    masks: one bool array per pooled leaf, in leaf order.
+
+  Returns:
+    ``(masked updates, active)``: ``active`` holds each pooled leaf's number
+    of True entries (uint32) and ``optax.MaskedNode()`` for the others.
+  """
+  leaves, treedef = jax.tree.flatten(updates)
+  masks = iter(masks)
+  new_leaves, active = [], []
+  for g, f in zip(leaves, flags):
+    if f:
+      mask = next(masks)
+      new_leaves.append(jnp.where(mask, g, jnp.zeros((), g.dtype)))
+      active.append(jnp.sum(mask, dtype=jnp.uint32))
+    else:
+      new_leaves.append(g)
+      active.append(optax.MaskedNode())
+  return treedef.unflatten(new_leaves), treedef.unflatten(active)
+
+
 def gsm(
     compression: Any = None,
     *,
@@ -231,24 +258,14 @@ def gsm(
           "Taylor score is |grad * param|.")
     _pool.check_same_structure(updates, params, "gsm")
     flags = pooled_flags(params)
-    leaves_g, treedef = jax.tree.flatten(updates)
-    _check_state(state, treedef, flags)
+    _check_state(state, jax.tree.structure(updates), flags)
     scores = pool_scores(criterion, updates, params, flags)
     pool_size = sum(s.size for s in scores)
     kept = _pool.num_kept(pool_size, compression, density)
-    masks = iter(_selection.top_k_masks(scores, kept, selection=selection))
-    new_leaves, active = [], []
-    for g, f in zip(leaves_g, flags):
-      if f:
-        mask = next(masks)
-        new_leaves.append(jnp.where(mask, g, jnp.zeros((), g.dtype)))
-        active.append(jnp.sum(mask, dtype=jnp.uint32))
-      else:
-        new_leaves.append(g)
-        active.append(optax.MaskedNode())
-    new_state = GSMState(count=optax.safe_increment(state.count),
-                         active=treedef.unflatten(active))
-    return treedef.unflatten(new_leaves), new_state
+    masks = _selection.top_k_masks(scores, kept, selection=selection)
+    updates, active = mask_pooled(updates, flags, masks)
+    return updates, GSMState(count=optax.safe_increment(state.count),
+                             active=active)
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 

@@ -155,22 +155,12 @@ def structured_gsm(
                        "|grad * param|.")
     _pool.check_same_structure(updates, params, "structured_gsm")
     flags = flags_of(params)
-    masks = iter(_filter_masks(criterion, updates, params, flags, compression,
-                               density, selection, reduction,
-                               normalize_layers, "structured_gsm"))
-    leaves, treedef = jax.tree.flatten(updates)
-    new_leaves, active = [], []
-    for g, f in zip(leaves, flags):
-      if f:
-        m = next(masks)
-        new_leaves.append(jnp.where(m, g, jnp.zeros((), g.dtype)))
-        active.append(jnp.sum(m, dtype=jnp.uint32))
-      else:
-        new_leaves.append(g)
-        active.append(optax.MaskedNode())
-    return treedef.unflatten(new_leaves), StructuredGSMState(
-        count=optax.safe_increment(state.count),
-        active=treedef.unflatten(active))
+    masks = _filter_masks(criterion, updates, params, flags, compression,
+                          density, selection, reduction, normalize_layers,
+                          "structured_gsm")
+    updates, active = _gsm.mask_pooled(updates, flags, list(masks))
+    return updates, StructuredGSMState(
+        count=optax.safe_increment(state.count), active=active)
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 

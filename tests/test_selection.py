@@ -6,25 +6,9 @@ import ml_dtypes
 import numpy as np
 import pytest
 
+import numpy_reference as ref
 from optax_gsm import _selection
 from optax_gsm import top_k_masks
-
-
-def brute_force(leaves, k):
-  """Masks of the k largest, by np.lexsort: NaN last, -0 == 0, lower index."""
-  flat = [np.asarray(x, np.float64).ravel() for x in leaves]
-  values = np.concatenate(flat) if flat else np.zeros(0)
-  is_nan = np.isnan(values)
-  values = np.where(is_nan | (values == 0), 0.0, values)  # -0.0 -> 0.0
-  index = np.arange(values.size)
-  order = np.lexsort((index, -values, is_nan))  # last key is the primary
-  kept = np.zeros(values.size, bool)
-  kept[order[:k]] = True
-  out, start = [], 0
-  for x in leaves:
-    out.append(kept[start:start + np.size(x)].reshape(np.shape(x)))
-    start += np.size(x)
-  return out
 
 
 _traced = jax.jit(lambda leaves, k: top_k_masks(leaves, k))
@@ -37,7 +21,7 @@ def assert_all_agree(leaves, ks, references=("top_k",)):
   """Histogram (static k once, traced k always) == references == numpy."""
   total = sum(np.size(x) for x in leaves)
   for i, k in enumerate(ks):
-    expected = brute_force(leaves, k)
+    expected = ref.top_k_flat(leaves, k)
     got = {"traced": _traced(leaves, jnp.uint32(k))}
     if i == 0:
       got["static"] = top_k_masks(leaves, k)
@@ -114,7 +98,7 @@ def test_float64_scores():
               jnp.asarray(base[:7], jnp.float32)]
     fn = jax.jit(lambda leaves, k: top_k_masks(leaves, k))
     for k in (1, 3, 20, 56, 57, 106, 107):
-      want = brute_force([np.asarray(x) for x in leaves], k)
+      want = ref.top_k_flat([np.asarray(x) for x in leaves], k)
       for method in ("histogram", "top_k"):
         got = (fn(leaves, jnp.uint32(k)) if method == "histogram" else
                top_k_masks(leaves, k, selection=method))
@@ -147,7 +131,7 @@ def test_large_pool_exercises_every_pass():
   leaves = [small, big]
   nonzero = int(np.count_nonzero(big))
   for k in (1000, nonzero, nonzero + 1, nonzero + 123_457, 1_100_034):
-    want = brute_force(leaves, k)
+    want = ref.top_k_flat(leaves, k)
     got = _traced(leaves, jnp.uint32(k))
     for mask, w in zip(got, want):
       np.testing.assert_array_equal(np.asarray(mask), w, err_msg=f"k={k}")
@@ -160,7 +144,7 @@ def test_traced_k_does_not_recompile():
   fn = jax.jit(lambda leaves, k: top_k_masks(leaves, k))
   for k in (1, 17, 100, 229, 230):
     masks = fn(leaves, jnp.uint32(k))
-    for mask, want in zip(masks, brute_force(leaves, k)):
+    for mask, want in zip(masks, ref.top_k_flat(leaves, k)):
       np.testing.assert_array_equal(np.asarray(mask), want)
   assert fn._cache_size() == 1  # pylint: disable=protected-access
   # A traced k outside [1, N] is clipped: 0 selects nothing, more selects all.
