@@ -81,12 +81,6 @@ def _criterion_fn(criterion: Criterion) -> Callable[[Any, Any], Any]:
       "callable (grads, params) -> scores.")
 
 
-def _check_selection(selection: str) -> None:
-  if selection not in _selection.SELECTIONS:
-    raise ValueError(f"unknown selection {selection!r}; expected one of "
-                     f"{_selection.SELECTIONS}.")
-
-
 def _check_static_prunable(prunable: _pool.Prunable) -> None:
   if prunable is None or callable(prunable):
     return
@@ -111,6 +105,21 @@ def _check_state(state: GSMState, treedef: Any, flags: list[bool]) -> None:
         "gsm: the state does not belong to these params (was it restored "
         f"for another model?): its active counts have structure {have}, "
         f"these params' pool needs {want}.")
+
+
+def grads_for(criterion: Criterion, grads: Any, params: Any,
+              where: str) -> Any:
+  """The gradients a one-shot prune scores with; zeros serve ``"magnitude"``.
+
+  Raises unless ``grads`` is given for every criterion but ``"magnitude"``.
+  """
+  if grads is None:
+    if criterion != "magnitude":
+      raise ValueError(f"{where}: criterion={criterion!r} needs grads; only "
+                       '"magnitude" ranks by the weights alone.')
+    return jax.tree.map(jnp.zeros_like, params)
+  _pool.check_same_structure(grads, params, where)
+  return grads
 
 
 def pool_scores(criterion: Criterion, grads: Any, params: Any,
@@ -222,7 +231,7 @@ def gsm(
   """
   _pool.validate_ratio(compression, density)
   _criterion_fn(criterion)
-  _check_selection(selection)
+  _selection.check_selection(selection)
   _check_static_prunable(prunable)
 
   def pooled_flags(params):

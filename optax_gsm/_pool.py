@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fractions
 import math
 from collections.abc import Callable
 from typing import Any, Union
@@ -116,11 +117,14 @@ def validate_ratio(compression: Any, density: Any) -> None:
 def num_kept(pool_size: int, compression: Any, density: Any) -> Any:
   """Q = floor(pool_size / compression) or floor(pool_size * density).
 
-  For Python numbers the product is taken in float64 and, when it lies within
-  a relative 1e-9 of an integer, rounded to it first: ``density=0.29`` keeps
-  29 of 100 (not floor(28.999999999999996)), and ``density=1/N`` keeps 1.
+  For Python numbers the product is exact (fractions of the binary values);
+  one within a relative 2**-50 of an integer, i.e. off only by the rounding
+  of the ratio to binary, counts as that integer: ``density=0.29`` keeps 29
+  of 100 (not floor(28.999999999999996)) and ``density=1/N`` keeps 1.
   Arrays (traced hyperparameters) are computed in their own floating
-  precision, float32 unless x64 is on, with a tolerance of 4 ulps.
+  precision, float32 unless x64 is on: a product within 4 ulps of an integer
+  counts as it (a schedule's 0.25 may arrive as 0.24999997), and beyond
+  2**22 pooled entries float32 may put Q one or two entries off.
 
   Args:
     pool_size: N, the number of prunable entries.
@@ -132,19 +136,17 @@ def num_kept(pool_size: int, compression: Any, density: Any) -> Any:
   """
   value = compression if density is None else density
   if isinstance(value, (int, float, np.integer, np.floating)):
-    kept = pool_size / float(value) if density is None else pool_size * float(
-        value)
+    ratio = fractions.Fraction(float(value))
+    kept = pool_size / ratio if density is None else pool_size * ratio
     nearest = round(kept)
-    if abs(kept - nearest) <= 1e-9 * max(1.0, kept):
+    if abs(kept - nearest) <= max(1, kept) * fractions.Fraction(1, 2**50):
       return int(nearest)
     return math.floor(kept)
   value = jnp.asarray(value, jnp.result_type(float))
   size = jnp.asarray(pool_size, value.dtype)
   kept = size / value if density is None else size * value
-  # As above, a product a few ulps from an integer counts as that integer
-  # (a schedule's 0.25 may arrive as 0.24999997).
   nearest = jnp.round(kept)
-  close = jnp.abs(kept - nearest) <= 4 * jnp.finfo(kept.dtype).eps * jnp.maximum(
-      1.0, kept)
-  kept = jnp.where(close, nearest, jnp.floor(kept))
+  ulp = jnp.finfo(kept.dtype).eps * jnp.maximum(1.0, kept)
+  kept = jnp.where(jnp.abs(kept - nearest) <= jnp.minimum(4 * ulp, 1e-3),
+                   nearest, jnp.floor(kept))
   return jnp.clip(kept, 0, size).astype(jnp.uint32)

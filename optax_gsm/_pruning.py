@@ -62,11 +62,7 @@ def prune(
   _pool.validate_ratio(compression, density)
   flags = _pool.pool_flags(prunable, params)
   _pool.check_pool(flags, params, "prune")
-  if criterion == "taylor" and grads is None:
-    raise ValueError('criterion="taylor" needs grads.')
-  if grads is None:
-    grads = jax.tree.map(jnp.zeros_like, params)
-  _pool.check_same_structure(grads, params, "prune")
+  grads = _gsm.grads_for(criterion, grads, params, "prune")
   scores = _gsm.pool_scores(criterion, grads, params, flags)
   kept = _pool.num_kept(sum(s.size for s in scores), compression, density)
   if isinstance(kept, int) and kept < 1:
@@ -157,7 +153,8 @@ def keep_masked(masks: Any) -> optax.GradientTransformationExtraArgs:
                        "is -param, which lands it on exactly zero.")
     _check_masks(masks, params, "keep_masked")
     updates = jax.tree.map(
-        lambda m, u, x: u if m is None else jnp.where(m, u, -x.astype(u.dtype)),
+        # -x in x's own precision (or wider), so that w + (-w) is exactly 0.
+        lambda m, u, x: u if m is None else jnp.where(m, u, -x),
         masks, updates, params, is_leaf=_is_none)
     return updates, state
 

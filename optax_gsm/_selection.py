@@ -37,6 +37,21 @@ _BLOCK_BITS = 20
 _DROP = np.uint32(0xFFFFFFFF)  # a bin index that the scatter drops
 
 
+def check_selection(selection: str, traced_k: bool = False) -> None:
+  """Raises unless ``selection`` names a method that can serve this k.
+
+  Args:
+    selection: the method's name.
+    traced_k: whether k will be a traced value (a schedule or an injected
+      hyperparameter), which ``"top_k"`` cannot take.
+  """
+  allowed = tuple(s for s in SELECTIONS if not (traced_k and s == "top_k"))
+  if selection not in allowed:
+    reason = " (k is traced here)" if traced_k and selection == "top_k" else ""
+    raise ValueError(f"unknown selection {selection!r}{reason}; expected one "
+                     f"of {allowed}.")
+
+
 def ordered_key(scores: jax.Array) -> jax.Array:
   """Maps floating scores to unsigned integer keys with the same order.
 
@@ -238,6 +253,10 @@ def _concatenated_masks(keys: list[jax.Array], k: Any,
                         method: str) -> list[jax.Array]:
   flat = jnp.concatenate([key.ravel() for key in keys])
   total = flat.size
+  if total > jnp.iinfo(jnp.int32).max:
+    raise ValueError(
+        f'selection="{method}" indexes with int32 and takes at most 2**31 - 1 '
+        f'entries; the pool holds {total}. Use selection="histogram".')
   if method == "top_k":
     if not isinstance(k, (int, np.integer)):
       raise TypeError(
@@ -288,9 +307,7 @@ def top_k_masks(scores: Any, k: int | jax.Array, *,
     >>> masks["a"].tolist(), masks["b"].tolist()
     ([True, False], [[False, True]])
   """
-  if selection not in SELECTIONS:
-    raise ValueError(
-        f"unknown selection {selection!r}; expected one of {SELECTIONS}.")
+  check_selection(selection)
   leaves, treedef = jax.tree.flatten(scores)
   if not leaves:
     raise ValueError("scores has no leaves to select from.")
@@ -310,7 +327,7 @@ def top_k_masks(scores: Any, k: int | jax.Array, *,
           "entry is almost always a mistake in the compression or density.")
     if k == total:
       return jax.tree.unflatten(treedef,
-                                [jnp.ones(key.shape, bool) for key in keys])
+                                [jnp.ones_like(key, bool) for key in keys])
   if selection == "histogram":
     k = jnp.minimum(jnp.maximum(jnp.asarray(k), 0).astype(jnp.uint32),
                     jnp.uint32(total))

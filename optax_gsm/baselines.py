@@ -15,6 +15,8 @@ Every mask here comes from :func:`optax_gsm.prune` or
 
 from __future__ import annotations
 
+import numbers
+
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -31,7 +33,7 @@ SCOPES = ("global", "layer")
 
 
 def _check_density(name: str, value: Any) -> float:
-  if isinstance(value, bool) or not isinstance(value, (int, float)):
+  if isinstance(value, bool) or not isinstance(value, numbers.Real):
     raise TypeError(f"{name} must be a number in (0, 1], got {value!r}.")
   if not 0 < value <= 1:
     raise ValueError(f"{name} must lie in (0, 1], got {value!r}.")
@@ -39,11 +41,11 @@ def _check_density(name: str, value: Any) -> float:
 
 
 def _check_step(name: str, value: Any, minimum: int) -> int:
-  if isinstance(value, bool) or not isinstance(value, int):
+  if isinstance(value, bool) or not isinstance(value, numbers.Integral):
     raise TypeError(f"{name} must be an int, got {value!r}.")
   if value < minimum:
     raise ValueError(f"{name} must be >= {minimum}, got {value}.")
-  return value
+  return int(value)
 
 
 def polynomial_density_schedule(
@@ -198,9 +200,7 @@ def gmp(
   """
   if scope not in SCOPES:
     raise ValueError(f"unknown scope {scope!r}; expected one of {SCOPES}.")
-  if selection not in _selection.SELECTIONS:
-    raise ValueError(f"unknown selection {selection!r}; expected one of "
-                     f"{_selection.SELECTIONS}.")
+  _selection.check_selection(selection, traced_k=True)
   schedule = polynomial_density_schedule(
       final_density, begin_step, end_step, initial_density=initial_density,
       update_every=update_every, power=power)

@@ -68,10 +68,19 @@ def _index_dtype(size: int) -> np.dtype:
 
 
 def _key(path: tuple) -> str:
-  key = jax.tree_util.keystr(path, simple=True, separator=_SEP)
-  if "::" in key:
-    raise ValueError(f"save_sparse: leaf name {key!r} contains '::'.")
-  return key
+  parts = [jax.tree_util.keystr((k,), simple=True) for k in path]
+  for part in parts:
+    if "::" in part or _SEP in part:
+      raise ValueError(f"save_sparse: leaf name part {part!r} contains '::' "
+                       f"or {_SEP!r}, which the file format reserves.")
+  return _SEP.join(parts)
+
+
+def _storable(x: np.ndarray) -> tuple[np.ndarray, str | None]:
+  """``np.savez`` keeps only NumPy's own dtypes: others go as raw bits."""
+  if x.dtype.kind == "V":  # bfloat16 and other ml_dtypes
+    return x.view(f"u{x.dtype.itemsize}"), x.dtype.name
+  return x, None
 
 
 def sparse_arrays(params: Any, prunable: _pool.Prunable = None
@@ -100,7 +109,9 @@ def sparse_arrays(params: Any, prunable: _pool.Prunable = None
   arrays = {}
   for (path, x), f in zip(jax.tree_util.tree_flatten_with_path(params)[0],
                           flags):
-    key, x = _key(path), np.asarray(x)
+    key, (x, dtype_name) = _key(path), _storable(np.asarray(x))
+    if dtype_name is not None:
+      arrays[key + "::dtype"] = np.asarray(dtype_name)
     if f:
       flat = x.ravel()
       index = np.flatnonzero(flat)
@@ -167,6 +178,8 @@ def load_sparse(file: Any) -> dict[str, Any]:
         value = np.zeros(int(np.prod(shape)), values.dtype)
         value[data[name + "::indices"].astype(np.int64)] = values
         value = value.reshape(shape)
+      if name + "::dtype" in data.files:
+        value = value.view(jnp.dtype(str(data[name + "::dtype"])))
       node = out
       *parents, leaf = name.split(_SEP)
       for part in parents:

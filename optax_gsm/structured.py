@@ -125,9 +125,7 @@ def structured_gsm(
   _pool.validate_ratio(compression, density)
   _gsm._criterion_fn(criterion)  # pylint: disable=protected-access
   _check_reduction(reduction)
-  if selection not in _selection.SELECTIONS:
-    raise ValueError(f"unknown selection {selection!r}; expected one of "
-                     f"{_selection.SELECTIONS}.")
+  _selection.check_selection(selection)
 
   def flags_of(params):
     flags = _pool.pool_flags(prunable, params)
@@ -226,11 +224,7 @@ def structured_prune(
   flags = _pool.pool_flags(prunable, params)
   _pool.check_pool(flags, params, "structured_prune")
   _check_reduction(reduction)
-  if criterion == "taylor" and grads is None:
-    raise ValueError('criterion="taylor" needs grads.')
-  if grads is None:
-    grads = jax.tree.map(jnp.zeros_like, params)
-  _pool.check_same_structure(grads, params, "structured_prune")
+  grads = _gsm.grads_for(criterion, grads, params, "structured_prune")
   filter_masks = iter(_filter_masks(criterion, grads, params, flags,
                                     compression, density, selection,
                                     reduction, normalize_layers,

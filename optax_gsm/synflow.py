@@ -103,9 +103,7 @@ def synflow(
         f"apply_fn must be callable, got {type(apply_fn).__name__}.")
   if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
     raise ValueError(f"rounds must be an int >= 1, got {rounds!r}.")
-  if selection not in ("histogram", "sort"):
-    raise ValueError(f"selection must be 'histogram' or 'sort' (the count of "
-                     f"each round is traced), got {selection!r}.")
+  _selection.check_selection(selection, traced_k=True)
   _pool.validate_ratio(compression, density)
   flags = _pool.pool_flags(prunable, params)
   _pool.check_pool(flags, params, "synflow")
@@ -131,6 +129,8 @@ def synflow(
     masked = _pruning.apply_masks(params, tree_of(masks))
     scores = _gsm.pool_scores("taylor", jax.grad(objective)(masked), masked,
                               flags)
+    # A pruned entry scores -inf, so it never ties its way back in.
+    scores = [jnp.where(m, s, -jnp.inf) for m, s in zip(masks, scores)]
     return _selection.top_k_masks(scores, counts[r], selection=selection)
 
   masks = [jnp.ones(jnp.shape(x), bool) for x, f in zip(leaves, flags) if f]

@@ -185,9 +185,7 @@ def weightmom(
   check_every = _check_int("check_every", check_every, 1)
   if not 0 <= ema_decay < 1:
     raise ValueError(f"ema_decay must lie in [0, 1), got {ema_decay!r}.")
-  if selection not in ("histogram", "sort"):
-    raise ValueError(f"selection must be 'histogram' or 'sort' (the counts "
-                     f"are traced), got {selection!r}.")
+  _selection.check_selection(selection, traced_k=True)
   schedule = baselines.polynomial_density_schedule(
       final_density, begin_step, end_step, initial_density=initial_density,
       update_every=check_every, power=power)

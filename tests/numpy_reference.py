@@ -13,12 +13,13 @@ import numpy as np
 
 
 def num_kept(pool_size: int, compression=None, density=None) -> int:
-  """floor(N / C) or floor(N * d); within 1e-9 of an integer counts as it."""
+  """floor(N / C) or floor(N * d), exactly; off from an integer only by the
+  binary rounding of the ratio (relative 2**-50) counts as that integer."""
   ratio = (fractions.Fraction(density) if density is not None
            else 1 / fractions.Fraction(compression))
   exact = pool_size * ratio  # exact product of the binary values
   nearest = round(exact)
-  if abs(exact - nearest) <= fractions.Fraction(1, 10**9) * max(1, exact):
+  if abs(exact - nearest) <= fractions.Fraction(1, 2**50) * max(1, exact):
     return nearest
   return math.floor(exact)
 

@@ -244,3 +244,8 @@ def test_lottery_ticket_bad_arguments():
     optax_gsm.lottery_ticket(init, other, 2)
   with pytest.raises(ValueError, match="exactly one of compression"):
     optax_gsm.lottery_ticket(init, init)
+
+
+def test_gmp_rejects_top_k_selection_at_construction():
+  with pytest.raises(ValueError, match="k is traced"):
+    optax_gsm.gmp(0.1, 0, 10, 1, selection="top_k")

@@ -67,3 +67,16 @@ def test_no_zeros_is_an_error():
 def test_sparse_apply_needs_an_mlp():
   with pytest.raises(TypeError, match="MLP"):
     optax_gsm.sparse_mlp_apply(models.LeNet5(), {}, jnp.ones((1, 4)))
+
+
+def test_bfloat16_round_trip_and_reserved_names(tmp_path):
+  params = {"k": jnp.array([[0.0, 1.5], [0.0, -2.0]], jnp.bfloat16),
+            "b": jnp.array([1.0, 2.0], jnp.bfloat16)}
+  path = tmp_path / "bf16.npz"
+  optax_gsm.save_sparse(path, params)
+  loaded = optax_gsm.load_sparse(path)
+  for name in params:
+    assert loaded[name].dtype == jnp.bfloat16
+    np.testing.assert_array_equal(loaded[name], params[name])
+  with pytest.raises(ValueError, match="reserves"):
+    optax_gsm.save_sparse(tmp_path / "x.npz", {"a/b": jnp.array([[0.0, 1.0]])})

@@ -342,3 +342,15 @@ def test_traced_density_absorbs_rounding(density, kept):
   opt = optax.inject_hyperparams(optax_gsm.gsm)(density=density)
   _, state = jax.jit(opt.update)(params, opt.init(params), params)
   assert int(state.inner_state.active["w"]) == kept
+
+
+@pytest.mark.parametrize("pool_size", [3_000_001, 25_557_032, 1_000_000_003])
+def test_static_ratio_floors_large_pools_exactly(pool_size):
+  from optax_gsm import _pool  # the arithmetic alone, no such arrays
+  rng = np.random.default_rng(pool_size)
+  for density in rng.random(50).tolist() + [0.5, 0.29, 0.1, 1 / 3]:
+    assert _pool.num_kept(pool_size, None, density) == ref.num_kept(
+        pool_size, density=density)
+  for compression in [1.5, 3, 7.3, 60, 125, 300]:
+    assert _pool.num_kept(pool_size, compression, None) == ref.num_kept(
+        pool_size, compression=compression)

@@ -178,3 +178,20 @@ def test_gsm_then_prune_is_lossless_on_passive_weights():
   assert abs(float(loss(pruned)) - float(loss(params))) < 1e-3 * initial_loss
   assert float(jnp.max(jnp.abs(params["w"] - pruned["w"]))) < 1e-3
   np.testing.assert_array_equal(masks["w"], np.asarray(target) != 0)
+
+
+def test_keep_masked_lands_on_zero_with_narrower_updates():
+  params = {"w": jnp.array([0.1234567, 1.0], jnp.float32)}
+  masks = {"w": jnp.array([False, True])}
+  opt = optax_gsm.keep_masked(masks)
+  updates = {"w": jnp.array([0.5, 0.5], jnp.bfloat16)}
+  updates, _ = opt.update(updates, opt.init(params), params)
+  new = optax.apply_updates(params, updates)
+  assert new["w"].dtype == jnp.float32
+  np.testing.assert_array_equal(new["w"], [0.0, 1.5])
+
+
+def test_prune_with_callable_criterion_needs_grads():
+  with pytest.raises(ValueError, match="needs grads"):
+    optax_gsm.prune({"w": jnp.ones((2, 2))}, density=0.5,
+                    criterion=optax_gsm.taylor_score)

@@ -66,3 +66,15 @@ def test_bad_arguments():
                       selection="top_k")
   with pytest.raises(ValueError, match="exactly one"):
     optax_gsm.synflow(MODEL.apply, params, SHAPE)
+
+
+def test_pruned_entries_do_not_come_back_in_later_rounds():
+  # Round 1 of 2 prunes a[0, 0] (score ties at 0 later on); before the fix
+  # round 2 revived it and dropped the live b[0] instead.
+  params = {"a": jnp.array([[0.001, 1.0], [0.001, 1.0]]),
+            "b": jnp.array([[1.0], [1.0]])}
+  apply_fn = lambda p, x: x @ p["a"] @ p["b"]
+  _, masks = optax_gsm.synflow(apply_fn, params, (1, 2), density=4 / 6,
+                               rounds=2)
+  np.testing.assert_array_equal(masks["a"], [[False, True], [False, True]])
+  np.testing.assert_array_equal(masks["b"], [[True], [True]])
