@@ -9,6 +9,9 @@ ratio C, and from that base with the same number of steps K:
   held (``prune`` + ``keep_masked``);
 * ``gmp`` / ``gmp_layer``: gradual magnitude pruning, Zhu & Gupta's cubic
   schedule, global or per layer (``optax_gsm.gmp``);
+* ``weightmom``: our reconstruction of WeightMom (``optax_gsm.weightmom``),
+  run exactly as ``gmp`` (same SGD, cubic ramp over the first 75% of K),
+  checking every K/80 steps with window 15 and min_below 10;
 * ``snip``: SNIP masks at initialization (``optax_gsm.snip_masks``), trained
   sparse for the base's and the pruning phase's steps together (B + K);
 * ``ticket_gsm`` / ``ticket_magnitude``: lottery tickets, the mask from the GSM
@@ -47,9 +50,13 @@ MODELS = {
     "lenet300": ("LeNet-300-100", models.lenet_300_100),
     "lenet5": ("LeNet-5", models.LeNet5),
 }
-METHODS = ("gsm", "magnitude_ft", "gmp", "gmp_layer", "snip", "ticket_gsm",
-           "ticket_magnitude")
-BASELINES = ("magnitude_ft", "gmp", "gmp_layer", "snip")
+METHODS = ("gsm", "magnitude_ft", "gmp", "gmp_layer", "weightmom", "snip",
+           "ticket_gsm", "ticket_magnitude")
+BASELINES = ("magnitude_ft", "gmp", "gmp_layer", "weightmom", "snip")
+# WeightMom's own settings, fixed before any result: a check every K/80 steps
+# and a window of 15 checks, so that the ramp's end plus one window (when the
+# exact final count is enforced) falls inside K.
+WEIGHTMOM = dict(checks_per_k=80, window=15, min_below=10)
 DEFAULT_RATIOS = {"lenet300": (30.0, 60.0, 120.0), "lenet5": (125.0, 300.0)}
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TABLE_BEGIN = "<!-- paper-table:begin -->"
@@ -392,6 +399,19 @@ def run_model(model_name: str, seed: int, data: dict[str, Any], cfg: Config,
       tuned, state, wall = trainer.train((method, ratio, K), make, base, K,
                                          rng, f"{tag} {method} {ratio:.0f}x")
       record(method, ratio, tuned, state[1].masks, wall)
+    if "weightmom" in cfg.methods:
+      every = max(1, K // WEIGHTMOM["checks_per_k"])
+      # Same ramp as gmp, cut short only where K is too small (--quick) for
+      # the exact final count to be enforced before step K.
+      end = max(1, min(int(0.75 * K), K - 1 - WEIGHTMOM["window"] * every))
+      make = lambda _, r=ratio, e=end, c=every: optax.chain(
+          sgd(K, cfg), optax_gsm.weightmom(
+              1 / r, begin_step=0, end_step=e, check_every=c,
+              window=WEIGHTMOM["window"], min_below=WEIGHTMOM["min_below"]))
+      tuned, state, wall = trainer.train(("weightmom", ratio, K), make, base,
+                                         K, rng, f"{tag} weightmom {ratio:.0f}x")
+      record("weightmom", ratio, tuned, state[1].masks, wall,
+             weightmom_end_step=end, weightmom_check_every=every)
     if "snip" in cfg.methods:
       pick = rng.integers(0, len(data["y_train"]), cfg.snip_batch)
       batch = (data["x_train"][pick], data["y_train"][pick])
