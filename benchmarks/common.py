@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import platform
 import resource
@@ -134,3 +135,11 @@ def machine() -> dict[str, Any]:
 
 def log(msg: str) -> None:
   print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def write_results(path: str, rows: list[dict[str, Any]], **meta: Any) -> None:
+  """Writes ``rows`` with the machine's description and ``meta`` as JSON."""
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with open(path, "w") as f:
+    json.dump({"machine": machine(), **meta, "rows": rows}, f, indent=1)
+  log(f"wrote {path}")

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import os
 import sys
 
@@ -141,11 +140,7 @@ def main():
              f"{repeats} repeats")
   rows = run(compressions, repeats)
   print(table(rows))
-  os.makedirs(os.path.dirname(args.out), exist_ok=True)
-  with open(args.out, "w") as f:
-    json.dump({"machine": common.machine(), "repeats": repeats,
-               "rows": rows}, f, indent=1)
-  common.log(f"wrote {args.out}")
+  common.write_results(args.out, rows, repeats=repeats)
 
 
 if __name__ == "__main__":

@@ -17,13 +17,11 @@ writes ``benchmarks/results/structured.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402  pylint: disable=wrong-import-position
@@ -128,11 +126,7 @@ def main():
   common.log(f"structured benchmark: densities {densities}, {repeats} repeats")
   rows = run(densities, repeats)
   print(table(rows))
-  os.makedirs(os.path.dirname(args.out), exist_ok=True)
-  with open(args.out, "w") as f:
-    json.dump({"machine": common.machine(), "repeats": repeats,
-               "rows": rows}, f, indent=1)
-  common.log(f"wrote {args.out}")
+  common.write_results(args.out, rows, repeats=repeats)
 
 
 if __name__ == "__main__":

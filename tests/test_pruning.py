@@ -1,6 +1,5 @@
 """Tests of prune(), keep_masked(), apply_masks() and sparsity_report()."""
 
-import chex
 import jax
 import jax.numpy as jnp
 import ml_dtypes
