@@ -89,12 +89,6 @@ def _check_static_prunable(prunable: _pool.Prunable) -> None:
     raise ValueError("prunable selects no leaf: every flag is False.")
 
 
-def _is_params_placeholder(params: Any) -> bool:
-  """True for the leafless stand-in that ``optax.tree.map_params`` inits on."""
-  return (not jax.tree.leaves(params)
-          and type(params).__name__ == "_ParamsPlaceholder")
-
-
 def _check_state(state: GSMState, treedef: Any, flags: list[bool]) -> None:
   """Raises if ``state`` was built by ``init`` for other params."""
   want = jax.tree.structure(treedef.unflatten(
@@ -240,11 +234,8 @@ def gsm(
     return flags
 
   def init_fn(params):
-    if _is_params_placeholder(params):
-      # optax.tree.map_params inits on a leafless stand-in for params: the
-      # active counts are not copies of params, so they are left unmapped.
-      return GSMState(count=jnp.zeros((), jnp.int32),
-                      active=jnp.zeros((), jnp.uint32))
+    if _pool.is_params_placeholder(params):
+      return _pool.placeholder_state(GSMState)
     flags = pooled_flags(params)
     leaves, treedef = jax.tree.flatten(params)
     pool_size = sum(math.prod(jnp.shape(x))  # ShapeDtypeStructs too

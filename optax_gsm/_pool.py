@@ -36,6 +36,21 @@ def default_prunable(params: Any) -> Any:
                                                     jnp.inexact), params)
 
 
+def is_params_placeholder(params: Any) -> bool:
+  """True for the leafless stand-in that ``optax.tree.map_params`` inits on."""
+  return (not jax.tree.leaves(params)
+          and type(params).__name__ == "_ParamsPlaceholder")
+
+
+def placeholder_state(state_cls: type) -> Any:
+  """The state ``init`` gives the ``optax.tree.map_params`` stand-in.
+
+  Every field is a scalar, so ``map_params`` treats none of them as a copy of
+  the params (counts and masks are not params) and leaves them alone.
+  """
+  return state_cls(*(jnp.zeros((), jnp.int32) for _ in state_cls._fields))
+
+
 def pool_flags(prunable: Prunable, params: Any) -> list[bool]:
   """One bool per leaf of ``params`` (``jax.tree.leaves`` order): in the pool?
 

@@ -211,6 +211,8 @@ def gmp(
     return flags
 
   def init_fn(params):
+    if _pool.is_params_placeholder(params):
+      return _pool.placeholder_state(GMPState)
     flags = flags_of(params)
     leaves, treedef = jax.tree.flatten(params)
     masks = [jnp.ones(jnp.shape(x), bool) if f else None

@@ -134,6 +134,8 @@ def structured_gsm(
     return flags
 
   def init_fn(params):
+    if _pool.is_params_placeholder(params):
+      return _pool.placeholder_state(StructuredGSMState)
     flags = flags_of(params)
     leaves, treedef = jax.tree.flatten(params)
     filters = sum(jnp.shape(x)[-1] for x, f in zip(leaves, flags) if f)

@@ -198,6 +198,8 @@ def weightmom(
     return flags
 
   def init_fn(params):
+    if _pool.is_params_placeholder(params):
+      return _pool.placeholder_state(WeightMomState)
     flags = flags_of(params)
     leaves, treedef = jax.tree.flatten(params)
     def per_leaf(make):

@@ -66,6 +66,21 @@ def test_map_params_maps_the_param_trees_of_the_state():
   assert shapes[0] == optax_gsm.GSMState(count="other", active="other")
 
 
+@pytest.mark.parametrize("make", [
+    lambda: optax_gsm.gmp(0.25, 0, 4, 1),
+    lambda: optax_gsm.weightmom(0.25, 0, 4, 1, window=2, min_below=1),
+    lambda: optax_gsm.structured_gsm(density=0.5),
+])
+def test_map_params_works_for_the_other_pruners(make):
+  opt = optax.chain(make(), optax.trace(0.9))
+  params = _params()
+  state = opt.init(params)
+  shapes = optax.tree.map_params(opt, jnp.shape, state,
+                                 transform_non_params=lambda _: "other")
+  assert shapes[1].trace == {"w": (10, 30), "v": (7, 3), "b": (3,)}
+  assert all(v == "other" for v in shapes[0])
+
+
 def _least_squares():
   """A linear regression whose true weights keep 32 of 128 entries."""
   k_x, k_support, k_value, k_init = jax.random.split(jax.random.key(0), 4)
