@@ -249,3 +249,9 @@ def test_lottery_ticket_bad_arguments():
 def test_gmp_rejects_top_k_selection_at_construction():
   with pytest.raises(ValueError, match="k is traced"):
     optax_gsm.gmp(0.1, 0, 10, 1, selection="top_k")
+
+
+def test_schedule_accepts_numpy_scalars():
+  sched = optax_gsm.polynomial_density_schedule(np.float32(0.5), np.int64(0),
+                                                np.int64(10))
+  assert float(sched(10)) == pytest.approx(0.5)
