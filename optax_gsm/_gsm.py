@@ -228,15 +228,10 @@ def gsm(
   _selection.check_selection(selection)
   _check_static_prunable(prunable)
 
-  def pooled_flags(params):
-    flags = _pool.pool_flags(prunable, params)
-    _pool.check_pool(flags, params, "gsm")
-    return flags
-
   def init_fn(params):
     if _pool.is_params_placeholder(params):
       return _pool.placeholder_state(GSMState)
-    flags = pooled_flags(params)
+    flags = _pool.pooled_flags(prunable, params, "gsm")
     leaves, treedef = jax.tree.flatten(params)
     pool_size = sum(math.prod(jnp.shape(x))  # ShapeDtypeStructs too
                     for x, f in zip(leaves, flags) if f)
@@ -257,7 +252,7 @@ def gsm(
           "gsm needs params: call update(updates, state, params), since the "
           "Taylor score is |grad * param|.")
     _pool.check_same_structure(updates, params, "gsm")
-    flags = pooled_flags(params)
+    flags = _pool.pooled_flags(prunable, params, "gsm")
     _check_state(state, jax.tree.structure(updates), flags)
     scores = pool_scores(criterion, updates, params, flags)
     pool_size = sum(s.size for s in scores)

@@ -95,6 +95,13 @@ def check_pool(flags: list[bool], params: Any, where: str) -> None:
           "the prunable pool, but only floating leaves can be pruned.")
 
 
+def pooled_flags(prunable: Prunable, params: Any, where: str) -> list[bool]:
+  """``pool_flags``, checked: raises if the pool is empty or not floating."""
+  flags = pool_flags(prunable, params)
+  check_pool(flags, params, where)
+  return flags
+
+
 def check_same_structure(updates: Any, params: Any, where: str) -> None:
   if jax.tree.structure(updates) != jax.tree.structure(params):
     raise ValueError(

@@ -60,8 +60,7 @@ def prune(
     ([[0.0, -4.0], [0.0, 3.0]], True)
   """
   _pool.validate_ratio(compression, density)
-  flags = _pool.pool_flags(prunable, params)
-  _pool.check_pool(flags, params, "prune")
+  flags = _pool.pooled_flags(prunable, params, "prune")
   grads = _gsm.grads_for(criterion, grads, params, "prune")
   scores = _gsm.pool_scores(criterion, grads, params, flags)
   kept = _pool.num_kept(sum(s.size for s in scores), compression, density)

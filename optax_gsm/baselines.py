@@ -205,15 +205,10 @@ def gmp(
       final_density, begin_step, end_step, initial_density=initial_density,
       update_every=update_every, power=power)
 
-  def flags_of(params):
-    flags = _pool.pool_flags(prunable, params)
-    _pool.check_pool(flags, params, "gmp")
-    return flags
-
   def init_fn(params):
     if _pool.is_params_placeholder(params):
       return _pool.placeholder_state(GMPState)
-    flags = flags_of(params)
+    flags = _pool.pooled_flags(prunable, params, "gmp")
     leaves, treedef = jax.tree.flatten(params)
     masks = [jnp.ones(jnp.shape(x), bool) if f else None
              for x, f in zip(leaves, flags)]
@@ -224,7 +219,7 @@ def gmp(
     del extra_args
     if params is None:
       raise ValueError("gmp needs params: masks are ranked by |param|.")
-    flags = flags_of(params)
+    flags = _pool.pooled_flags(prunable, params, "gmp")
     count = state.count
     due = ((count >= begin_step) & (count <= end_step)
            & (((count - begin_step) % update_every == 0)

@@ -20,8 +20,7 @@ _SEP = "/"
 def _pooled_with_zeros(params: Any, prunable: _pool.Prunable,
                        where: str) -> list[bool]:
   """Pool flags; raises if no pooled leaf holds a zero (nothing to compress)."""
-  flags = _pool.pool_flags(prunable, params)
-  _pool.check_pool(flags, params, where)
+  flags = _pool.pooled_flags(prunable, params, where)
   leaves = jax.tree.leaves(params)
   if not any(f and not np.all(np.asarray(x)) for x, f in zip(leaves, flags)):
     raise ValueError(

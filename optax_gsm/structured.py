@@ -128,8 +128,7 @@ def structured_gsm(
   _selection.check_selection(selection)
 
   def flags_of(params):
-    flags = _pool.pool_flags(prunable, params)
-    _pool.check_pool(flags, params, "structured_gsm")
+    flags = _pool.pooled_flags(prunable, params, "structured_gsm")
     _check_output_axes(params, flags, "structured_gsm")
     return flags
 
@@ -223,8 +222,7 @@ def structured_prune(
     ([[0.0, -4.0], [0.0, 3.0]], [0.0, 0.5])
   """
   _pool.validate_ratio(compression, density)
-  flags = _pool.pool_flags(prunable, params)
-  _pool.check_pool(flags, params, "structured_prune")
+  flags = _pool.pooled_flags(prunable, params, "structured_prune")
   _check_reduction(reduction)
   grads = _gsm.grads_for(criterion, grads, params, "structured_prune")
   filter_masks = iter(_filter_masks(criterion, grads, params, flags,

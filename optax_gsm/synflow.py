@@ -105,8 +105,7 @@ def synflow(
     raise ValueError(f"rounds must be an int >= 1, got {rounds!r}.")
   _selection.check_selection(selection, traced_k=True)
   _pool.validate_ratio(compression, density)
-  flags = _pool.pool_flags(prunable, params)
-  _pool.check_pool(flags, params, "synflow")
+  flags = _pool.pooled_flags(prunable, params, "synflow")
   pool_size = sum(x.size for x, f in zip(jax.tree.leaves(params), flags) if f)
   final = int(_pool.num_kept(pool_size, compression, density))
   if final < 1:

@@ -192,15 +192,10 @@ def weightmom(
   window_bits = jnp.uint32((1 << window) - 1)
   deadline = end_step + window * check_every
 
-  def flags_of(params):
-    flags = _pool.pool_flags(prunable, params)
-    _pool.check_pool(flags, params, "weightmom")
-    return flags
-
   def init_fn(params):
     if _pool.is_params_placeholder(params):
       return _pool.placeholder_state(WeightMomState)
-    flags = flags_of(params)
+    flags = _pool.pooled_flags(prunable, params, "weightmom")
     leaves, treedef = jax.tree.flatten(params)
     def per_leaf(make):
       return treedef.unflatten([make(jnp.shape(x)) if f else None
@@ -215,7 +210,7 @@ def weightmom(
     del extra_args
     if params is None:
       raise ValueError("weightmom needs params: it prunes by |param|.")
-    flags = flags_of(params)
+    flags = _pool.pooled_flags(prunable, params, "weightmom")
     leaves, treedef = jax.tree.flatten(params)
     pooled = [x for x, f in zip(leaves, flags) if f]
     get = lambda tree: [x for x in jax.tree.leaves(tree) if x is not None]
