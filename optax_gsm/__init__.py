@@ -10,10 +10,12 @@ from optax_gsm._gsm import gsm_sgd
 from optax_gsm._gsm import magnitude_score
 from optax_gsm._gsm import taylor_score
 from optax_gsm._pool import default_prunable
+from optax_gsm._pruning import HardPruneState
 from optax_gsm._pruning import KeepMaskedState
 from optax_gsm._pruning import LeafSparsity
 from optax_gsm._pruning import SparsityReport
 from optax_gsm._pruning import apply_masks
+from optax_gsm._pruning import hard_prune_at
 from optax_gsm._pruning import keep_masked
 from optax_gsm._pruning import prune
 from optax_gsm._pruning import sparsity_report
@@ -57,10 +59,12 @@ __all__ = [
     "ordered_key",
     "top_k_masks",
     # Pruning, masks and reports
+    "HardPruneState",
     "KeepMaskedState",
     "LeafSparsity",
     "SparsityReport",
     "apply_masks",
+    "hard_prune_at",
     "keep_masked",
     "prune",
     "sparsity_report",

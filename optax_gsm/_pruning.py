@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 from typing import Any, NamedTuple
 
 import jax
@@ -156,6 +158,123 @@ def keep_masked(masks: Any) -> optax.GradientTransformationExtraArgs:
         lambda m, u, x: u if m is None else jnp.where(m, u, -x),
         masks, updates, params, is_leaf=_is_none)
     return updates, state
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+class HardPruneState(NamedTuple):
+  """State of :func:`hard_prune_at`."""
+  count: jax.Array  # shape (), int32: updates so far
+  masks: Any  # per pooled leaf: bool, True = kept; MaskedNode if unpooled
+
+
+def _check_step(step: Any) -> int:
+  if isinstance(step, bool) or not isinstance(step, numbers.Integral):
+    raise TypeError(f"step must be an int >= 0, got {step!r}.")
+  if step < 0:
+    raise ValueError(f"step must be >= 0, got {step}.")
+  return int(step)
+
+
+def hard_prune_at(
+    step: int,
+    compression: Any = None,
+    *,
+    density: Any = None,
+    prunable: _pool.Prunable = None,
+    selection: str = "histogram",
+) -> optax.GradientTransformationExtraArgs:
+  r"""Hard-prunes by global magnitude at update ``step``, then holds the mask.
+
+  At update number ``step`` (counting from 0) the Q = floor(N / C) pooled
+  entries of largest :math:`|w + u|`, the magnitudes the update would give,
+  are kept and every other pooled entry is sent to exactly ``0.0``; from then
+  on their update stays :math:`-w`, as in :func:`keep_masked`. Before
+  ``step`` updates pass through. Put it last in a chain.
+
+  This is our extension of GSM, beyond the paper: :func:`gsm_sgd`'s
+  ``prune_step`` puts the final hard prune inside the learning-rate schedule,
+  at the first decay, so the last phases train the exact Q-weight network
+  instead of a near-sparse one whose small weights the prune would remove
+  (docs/lossless.md). With it, at most Q pooled entries are non-zero after
+  every update from ``step`` on.
+
+  Args:
+    step: the update at which to prune, an int >= 0.
+    compression: C >= 1, total over kept entries. Give this or ``density``.
+    density: d in (0, 1], kept over total entries.
+    prunable: the pool, as in :func:`optax_gsm.gsm`.
+    selection: the top-Q method, as in :func:`optax_gsm.gsm`.
+
+  Returns:
+    A :class:`optax.GradientTransformationExtraArgs` whose ``update`` needs
+    ``params``; its state :class:`HardPruneState` holds the masks (all True
+    before ``step``).
+
+  Example:
+    >>> import jax.numpy as jnp, optax
+    >>> import optax_gsm
+    >>> params = {"w": jnp.array([[1.0, -4.0], [0.5, 3.0]])}
+    >>> opt = optax.chain(optax.sgd(0.1), optax_gsm.hard_prune_at(1, 2))
+    >>> state = opt.init(params)
+    >>> grads = {"w": jnp.zeros((2, 2))}
+    >>> for _ in range(2):
+    ...   updates, state = opt.update(grads, state, params)
+    ...   params = optax.apply_updates(params, updates)
+    >>> params["w"].tolist()
+    [[0.0, -4.0], [0.0, 3.0]]
+  """
+  step = _check_step(step)
+  _pool.validate_ratio(compression, density)
+  _selection.check_selection(selection)
+
+  def init_fn(params):
+    if _pool.is_params_placeholder(params):
+      return _pool.placeholder_state(HardPruneState)
+    flags = _pool.pooled_flags(prunable, params, "hard_prune_at")
+    leaves, treedef = jax.tree.flatten(params)
+    pool_size = sum(math.prod(jnp.shape(x))
+                    for x, f in zip(leaves, flags) if f)
+    kept = _pool.num_kept(pool_size, compression, density)
+    if isinstance(kept, int) and kept < 1:
+      raise ValueError(
+          f"hard_prune_at keeps floor({pool_size} pooled entries / "
+          "compression) = 0 entries; lower the compression.")
+    masks = [jnp.ones(jnp.shape(x), bool) if f else optax.MaskedNode()
+             for x, f in zip(leaves, flags)]
+    return HardPruneState(count=jnp.zeros((), jnp.int32),
+                          masks=treedef.unflatten(masks))
+
+  def update_fn(updates, state, params=None, **extra_args):
+    del extra_args
+    if params is None:
+      raise ValueError("hard_prune_at needs params: a pruned entry's update "
+                       "is -param, which lands it on exactly zero.")
+    _pool.check_same_structure(updates, params, "hard_prune_at")
+    flags = _pool.pooled_flags(prunable, params, "hard_prune_at")
+    leaves_u, treedef = jax.tree.flatten(updates)
+    leaves_w = treedef.flatten_up_to(params)
+    old = jax.tree.leaves(state.masks)
+    if len(old) != sum(flags):
+      raise ValueError("hard_prune_at: the state does not belong to these "
+                       "params (was it restored for another model?).")
+    pooled_u = [u for u, f in zip(leaves_u, flags) if f]
+    pooled_w = [w for w, f in zip(leaves_w, flags) if f]
+
+    def prune_now():
+      after = [jnp.abs((w + u).astype(_gsm._score_dtype(w.dtype)))
+               for w, u in zip(pooled_w, pooled_u)]
+      kept = _pool.num_kept(sum(a.size for a in after), compression, density)
+      return _selection.top_k_masks(after, kept, selection=selection)
+
+    masks = jax.lax.cond(state.count == step, prune_now, lambda: list(old))
+    new_masks = iter(masks)
+    out = []
+    for u, w, f in zip(leaves_u, leaves_w, flags):
+      out.append(jnp.where(next(new_masks), u, -w) if f else u)
+    return treedef.unflatten(out), HardPruneState(
+        count=optax.safe_increment(state.count),
+        masks=jax.tree.structure(state.masks).unflatten(masks))
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 

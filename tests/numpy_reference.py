@@ -72,3 +72,48 @@ def gsm_sgd_steps(params, grads_seq, *, lr, momentum, weight_decay, kept,
       trace[i] = momentum * trace[i] + weight_decay * params[i] + g
       params[i] = params[i] - lr * trace[i]
   return params, trace
+
+
+def lossless_gsm_steps(params, grads_seq, *, lr, momentum, weight_decay, kept,
+                       pool, score_decay=0.0, prune_step=None, nesterov=False):
+  """GSM with our two extensions, by hand on lists of arrays.
+
+  s <- 0 where w == 0, else rho * s + (1 - rho) * |g * w|; B selects the
+  `kept` largest s over the pool; z <- momentum * z + weight_decay * w + B * g;
+  u = -lr * z (Nesterov: -lr * (B * g + weight_decay * w + momentum * z)).
+  At step `prune_step` the pool keeps the `kept` largest |w + u| and every
+  other pooled entry gets u = -w, then and at every later step.
+  Returns params, the masks in force at the end, and the active masks.
+  """
+  params = [np.array(p, np.float32) for p in params]
+  trace = [np.zeros_like(p) for p in params]
+  avg = [np.zeros_like(p) for p, f in zip(params, pool) if f]
+  keep = None
+  actives = []
+  for step, grads in enumerate(grads_seq):
+    pooled = [p for p, f in zip(params, pool) if f]
+    t = [taylor(g, p) for g, p, f in zip(grads, params, pool) if f]
+    avg = [np.where(p == 0, np.float32(0), np.float32(score_decay) * a +
+                    np.float32(1 - score_decay) * s)
+           for a, s, p in zip(avg, t, pooled)]
+    active = top_k_flat(avg, kept)
+    actives.append(active)
+    masks = iter(active)
+    updates = []
+    for i, (g, f) in enumerate(zip(grads, pool)):
+      g = np.asarray(g, np.float32)
+      if f:
+        g = np.where(next(masks), g, np.float32(0))
+      d = g + np.float32(weight_decay) * params[i]
+      trace[i] = np.float32(momentum) * trace[i] + d
+      direction = d + np.float32(momentum) * trace[i] if nesterov else trace[i]
+      updates.append(-np.float32(lr) * direction)
+    if prune_step is not None and step == prune_step:
+      keep = top_k_flat([np.abs(p + u) for p, u, f in
+                         zip(params, updates, pool) if f], kept)
+    if keep is not None:
+      it = iter(keep)
+      updates = [np.where(next(it), u, -p) if f else u
+                 for p, u, f in zip(params, updates, pool)]
+    params = [p + u for p, u in zip(params, updates)]
+  return params, keep, actives

@@ -48,8 +48,16 @@ def test_quick_run_writes_sane_results(tmp_path):
   paper.write_doc(str(doc), "new table")
   assert doc.read_text().count(paper.TABLE_BEGIN) == 1
   assert "new table" in doc.read_text()
-  gsm = [r for r in rows if r["method"] == "gsm"]
+  gsm = [r for r in rows if r["method"] in ("gsm", "gsm_lossless")]
   assert all(np.isfinite(r["max_abs_removed"]) for r in gsm)
+  for r in rows:  # every row says under which budget and split it ran
+    assert r["protocol"] == "quick" and r["batch_size"] == 32
+    assert r["base_steps"] == 60 or r["model"] == "lenet5"
+    assert r["val_size"] > 0 and r["test_size"] > 0
+    assert 0.0 <= r["val_acc"] <= 1.0
+  lossless = [r for r in gsm if r["method"] == "gsm_lossless"]
+  # The in-schedule prune leaves nothing for the final prune to remove.
+  assert all(r["max_abs_removed"] == 0.0 for r in lossless)
   # --summarize rebuilds the same summary from the JSON without training.
   again = paper.main(["--quick", "--summarize", str(tmp_path / "paper_quick.json"),
                       "--out-dir", str(tmp_path / "again"), "--doc", str(doc)])
@@ -73,7 +81,7 @@ def test_full_run_needs_the_data(tmp_path):
 
 @pytest.mark.parametrize("argv, match", [
     (["--models", "resnet"], r"unknown model.*'lenet300', 'lenet5'"),
-    (["--methods", "gsm,obs"], r"unknown method.*'gsm', 'magnitude_ft'"),
+    (["--methods", "gsm,obs"], r"unknown method.*'gsm', 'gsm_lossless'"),
     (["--methods", "ticket_gsm"], "ticket_gsm needs method gsm"),
     (["--seeds", "0"], "--seeds must be >= 1"),
     (["--prune-steps", "-3"], "--prune-steps must be >= 1"),
