@@ -14,14 +14,16 @@ TABLE_END = "<!-- paper-table:end -->"
 
 
 def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-  """Mean and std over seeds for each (model, compression, method)."""
+  """Mean and std over seeds for each (model, compression, method, budget)."""
   groups: dict[Any, list[dict[str, Any]]] = {}
   for r in rows:
-    groups.setdefault((r["model"], r["compression"], r["method"]), []).append(r)
+    groups.setdefault((r["model"], r["compression"], r["method"],
+                       r["base_steps"], r["prune_steps"]), []).append(r)
   order = {m: i for i, m in enumerate(METHODS)}
   out = []
-  for (model, ratio, method), rs in sorted(
-      groups.items(), key=lambda kv: (kv[0][0], kv[0][1], order[kv[0][2]])):
+  for (model, ratio, method, _, _), rs in sorted(
+      groups.items(), key=lambda kv: (kv[0][0], kv[0][1], -kv[0][4],
+                                      order[kv[0][2]])):
     stat = lambda k: (float(np.mean([r[k] for r in rs])),
                       float(np.std([r[k] for r in rs])))
     optional = lambda k: stat(k) if all(k in r for r in rs) else None
@@ -33,7 +35,7 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         acc=stat("acc"), val_acc=optional("val_acc"),
         acc_before_hard_prune=optional("acc_before_hard_prune"),
         seed_list=sorted(r["seed"] for r in rs),
-        protocol=rs[0].get("protocol", "short"),
+        protocol=rs[0].get("protocol", "short"), scale=rs[0].get("scale", 1.0),
         base_steps=rs[0]["base_steps"], prune_steps=rs[0]["prune_steps"],
         batch_size=rs[0].get("batch_size"),
         wall_s=stat("wall_s"), density=rs[0]["density"],
@@ -48,16 +50,17 @@ def _pm(stat: tuple[float, float], scale: float = 100.0, digits: int = 2
 
 
 def table(summary: list[dict[str, Any]]) -> str:
-  head = ("| method | model | compression | seeds | dense (%) | before hard "
-          "prune (%) | pruned, test (%) | pruned, val (%) | per-layer density "
-          "(%) | wall (s) |")
-  lines = [head, "|---|---|---|---|---|---|---|---|---|---|"]
+  head = ("| method | model | compression | budget | seeds | dense (%) | "
+          "before hard prune (%) | pruned, test (%) | pruned, val (%) | "
+          "per-layer density (%) | wall (s) |")
+  lines = [head, "|---|---|---|---|---|---|---|---|---|---|---|"]
   for s in summary:
     layers = " / ".join(f"{100 * d:.2f}" for d in s["layer_density"].values())
     before = s.get("acc_before_hard_prune")
     val = s.get("val_acc")
     lines.append(
         f"| {s['method']} | {s['model_name']} | {s['compression']:.0f}x | "
+        f"{s.get('protocol', 'short')} x{s.get('scale', 1.0):g} | "
         f"{len(s['seed_list']) if 'seed_list' in s else s['seeds']} | "
         f"{_pm(s['dense_acc'])} | {_pm(before) if before else '-'} | "
         f"{_pm(s['acc'])} | {_pm(val) if val else '-'} | {layers} | "
@@ -67,7 +70,9 @@ def table(summary: list[dict[str, Any]]) -> str:
 
 def claims(summary: list[dict[str, Any]]) -> list[str]:
   """The paper's claims, checked on these numbers (means over seeds)."""
-  by = {(s["model"], s["compression"], s["method"]): s for s in summary}
+  by: dict[Any, dict[str, Any]] = {}
+  for s in summary:  # the largest budget first
+    by.setdefault((s["model"], s["compression"], s["method"]), s)
   out = []
   names = {"gsm": "GSM", "gsm_lossless": "GSM + lossless option (ours)"}
   for (model, ratio), method in ((mr, m) for mr in (("lenet300", 60.0),

@@ -9,6 +9,7 @@ from typing import Any, NamedTuple, Union
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from optax_gsm import _pool
@@ -93,7 +94,24 @@ def _check_static_prunable(prunable: _pool.Prunable) -> None:
     raise ValueError("prunable selects no leaf: every flag is False.")
 
 
-def _check_score_decay(score_decay: Any) -> float:
+def _check_score_decay(score_decay: Any) -> Any:
+  """``None`` (the paper's rule), a float in [0, 1), or a scalar float array.
+
+  An array is what ``optax.inject_hyperparams`` passes; a concrete one is
+  range-checked, a traced one is used as it is.
+  """
+  if score_decay is None:
+    return None
+  if isinstance(score_decay, (jax.Array, np.ndarray)):
+    if jnp.shape(score_decay) != () or not jnp.issubdtype(
+        score_decay.dtype, jnp.floating):
+      raise TypeError("score_decay must be a number in [0, 1) or a scalar "
+                      f"float array, got {score_decay!r}.")
+    if not isinstance(score_decay, jax.core.Tracer) and not (
+        0 <= float(score_decay) < 1):
+      raise ValueError(
+          f"score_decay must lie in [0, 1), got {float(score_decay)!r}.")
+    return score_decay
   if isinstance(score_decay, bool) or not isinstance(score_decay,
                                                      numbers.Real):
     raise TypeError("score_decay must be a number in [0, 1), got "
@@ -103,14 +121,23 @@ def _check_score_decay(score_decay: Any) -> float:
   return float(score_decay)
 
 
+def _averages_scores(score_decay: Any) -> bool:
+  """Whether the state holds averaged scores: a positive or injected decay."""
+  return score_decay is not None and (
+      not isinstance(score_decay, float) or score_decay > 0)
+
+
 def smooth_scores(average: list[Any], scores: list[Any], params: list[Any],
                   decay: float) -> list[Any]:
   r"""One step of the scores' moving average, :math:`s \leftarrow \rho s +
   (1 - \rho) T`, reset to 0 on entries whose weight is exactly 0 (a zero
   weight scores :math:`|g \cdot 0| = 0`, so a pruned entry drops out)."""
-  return [jnp.where(w == 0, jnp.zeros((), a.dtype),
-                    decay * a + (1 - decay) * t.astype(a.dtype))
-          for a, t, w in zip(average, scores, params)]
+  out = []
+  for a, t, w in zip(average, scores, params):
+    rho = jnp.asarray(decay, a.dtype)
+    out.append(jnp.where(w == 0, jnp.zeros((), a.dtype),
+                         rho * a + (1 - rho) * t.astype(a.dtype)))
+  return out
 
 
 def _check_state(state: GSMState, treedef: Any, flags: list[bool]) -> None:
@@ -197,7 +224,7 @@ def gsm(
     prunable: _pool.Prunable = None,
     criterion: Criterion = "taylor",
     selection: str = "histogram",
-    score_decay: float = 0.0,
+    score_decay: float | None = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""Masks the gradient of all but the Q globally most important weights.
 
@@ -241,9 +268,12 @@ def gsm(
     selection: ``"histogram"`` (exact radix select, the default), ``"top_k"``
       (``jax.lax.top_k`` on the concatenated scores; static ratio only) or
       ``"sort"``. All three give the same mask.
-    score_decay: :math:`\rho` in [0, 1): 0 (the default) ranks by this
-      step's score, as the paper does; e.g. 0.99 ranks by a moving average
-      over about 100 steps. The state then holds one float32 per pooled entry.
+    score_decay: :math:`\rho` in [0, 1): ``None`` or 0 (the default) ranks
+      by this step's score, as the paper does; e.g. 0.99 ranks by a moving
+      average over about 100 steps. The state then holds one float32 per
+      pooled entry. An array works too (``optax.inject_hyperparams`` injects
+      one when ``score_decay`` is given to it); the state then always holds
+      the averages, and :math:`\rho = 0` gives the paper's mask.
 
   Returns:
     A :class:`optax.GradientTransformationExtraArgs` whose ``update`` needs
@@ -269,10 +299,12 @@ def gsm(
   _selection.check_selection(selection)
   _check_static_prunable(prunable)
   score_decay = _check_score_decay(score_decay)
+  averages = _averages_scores(score_decay)
 
   def init_fn(params):
     if _pool.is_params_placeholder(params):
-      return _pool.placeholder_state(GSMState)
+      state = _pool.placeholder_state(GSMState)
+      return state if averages else state._replace(scores=())
     flags = _pool.pooled_flags(prunable, params, "gsm")
     leaves, treedef = jax.tree.flatten(params)
     pool_size = sum(math.prod(jnp.shape(x))  # ShapeDtypeStructs too
@@ -285,7 +317,7 @@ def gsm(
     active = [jnp.zeros((), jnp.uint32) if f else optax.MaskedNode()
               for f in flags]
     scores = ()
-    if score_decay:
+    if averages:
       scores = treedef.unflatten([
           jnp.zeros(jnp.shape(x), _score_dtype(x.dtype)) if f
           else optax.MaskedNode() for x, f in zip(leaves, flags)])
@@ -301,16 +333,15 @@ def gsm(
     _pool.check_same_structure(updates, params, "gsm")
     flags = _pool.pooled_flags(prunable, params, "gsm")
     _check_state(state, jax.tree.structure(updates), flags)
-    if bool(score_decay) == (isinstance(state.scores, tuple)
-                             and not state.scores):
+    if averages == (isinstance(state.scores, tuple) and not state.scores):
       raise ValueError(
           "gsm: the state was built with a different score_decay (it "
-          f"{'lacks' if score_decay else 'holds'} averaged scores).")
+          f"{'lacks' if averages else 'holds'} averaged scores).")
     scores = pool_scores(criterion, updates, params, flags)
     pool_size = sum(s.size for s in scores)
     kept = _pool.num_kept(pool_size, compression, density)
     averaged = ()
-    if score_decay:
+    if averages:
       pooled = [w for w, f in zip(jax.tree.leaves(params), flags) if f]
       scores = smooth_scores(
           [a for a in jax.tree.leaves(state.scores)], scores, pooled,
@@ -336,7 +367,7 @@ def gsm_sgd(
     prunable: _pool.Prunable = None,
     criterion: Criterion = "taylor",
     selection: str = "histogram",
-    score_decay: float = 0.0,
+    score_decay: float | None = None,
     prune_step: int | None = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""Global Sparse Momentum SGD: :func:`gsm`, weight decay, heavy-ball momentum.

@@ -168,7 +168,14 @@ class HardPruneState(NamedTuple):
   masks: Any  # per pooled leaf: bool, True = kept; MaskedNode if unpooled
 
 
-def _check_step(step: Any) -> int:
+def _check_step(step: Any) -> Any:
+  """An int >= 0, or a scalar integer array (``optax.inject_hyperparams``)."""
+  if isinstance(step, (jax.Array, np.ndarray)):
+    if jnp.shape(step) != () or not jnp.issubdtype(step.dtype, jnp.integer):
+      raise TypeError(f"step must be an int >= 0, got {step!r}.")
+    if isinstance(step, jax.core.Tracer):
+      return step
+    step = int(step)
   if isinstance(step, bool) or not isinstance(step, numbers.Integral):
     raise TypeError(f"step must be an int >= 0, got {step!r}.")
   if step < 0:

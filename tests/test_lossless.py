@@ -166,3 +166,45 @@ def test_map_params_and_checkpoint_shapes():
   abstract = opt.init(jax.tree.map(
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), params))
   assert jax.tree.structure(abstract) == jax.tree.structure(state)
+
+
+def test_injected_score_decay_and_prune_step_match_the_static_options():
+  """optax.inject_hyperparams turns numeric options into arrays, traced under
+  jit; the result must be the static options' bit for bit."""
+  params, grads = _trees(3, 6)
+  static, _ = _run(optax_gsm.gsm_sgd(0.05, compression=4, score_decay=0.9,
+                                     prune_step=3), params, grads)
+  injected = optax.inject_hyperparams(optax_gsm.gsm_sgd)(
+      learning_rate=0.05, compression=4.0, score_decay=0.9, prune_step=3)
+  got, state = _run(injected, params, grads)
+  for g, w in zip(got, static):
+    np.testing.assert_array_equal(g, w)
+  assert state.hyperparams["prune_step"].dtype == jnp.int32
+
+
+def test_injected_gsm_sgd_without_options_keeps_the_papers_state():
+  params, grads = _trees(4, 3)
+  opt = optax.inject_hyperparams(optax_gsm.gsm_sgd)(learning_rate=0.05,
+                                                     density=0.25)
+  got, state = _run(opt, params, grads)
+  want, _ = _run(optax_gsm.gsm_sgd(0.05, density=0.25), params, grads)
+  for g, w in zip(got, want):
+    np.testing.assert_array_equal(g, w)
+  assert state.inner_state[0].scores == ()
+  assert "score_decay" not in state.hyperparams
+
+
+@pytest.mark.parametrize("bad,error", [
+    (jnp.float32(1.0), ValueError), (jnp.ones(2) * 0.5, TypeError),
+    (jnp.int32(0), TypeError)])
+def test_bad_array_score_decay(bad, error):
+  with pytest.raises(error, match="score_decay"):
+    optax_gsm.gsm(compression=2, score_decay=bad)
+
+
+@pytest.mark.parametrize("bad,error", [
+    (jnp.float32(1.0), TypeError), (jnp.int32(-1), ValueError),
+    (jnp.arange(2), TypeError)])
+def test_bad_array_prune_step(bad, error):
+  with pytest.raises(error, match="step"):
+    optax_gsm.hard_prune_at(bad, compression=2)

@@ -1,8 +1,26 @@
-"""Research script (issue 9): why GSM's hard prune loses, and what fixes it.
+"""Why GSM's hard prune loses accuracy, and which variant ends lossless.
 
 LeNet-300-100 on Fashion-MNIST, 55,000 train / 5,000 validation (carved from
-the training set), the official lottery schedules (gsm.md section 7), an epoch
-as one jitted lax.scan. Per epoch it records the diagnostics of issue 9.
+the training set), the official lottery schedules (gsm.md section 7) times
+``--scale``, an epoch as one jitted ``lax.scan``. GSM is written out here with
+its masks in the open (the library's ``top_k_masks``), so that every step's
+active set can be compared with the last. Per GSM epoch it records:
+
+* how many pooled weights exceed 1e-2, 1e-3, 1e-4 times their layer's RMS;
+* the share of the pooled squared norm outside the magnitude top-Q (what the
+  hard prune would remove now);
+* active-set churn: the share of the Q active entries replaced per step
+  (mean over the epoch) and per epoch; how many entries were ever active;
+* how much of the magnitude top-Q lies outside the last active set;
+* every 10 epochs, validation accuracy before and after a hard prune by
+  magnitude and by the last active set.
+
+Variants: ``paper`` (the paper's rule), ``emaX`` (rank by a moving average of
+the score, decay X), ``freeze1`` (hard prune at the first learning-rate decay,
+mask held), and combinations. Results and the choice: docs/lossless.md.
+
+  python benchmarks/gsm_diagnosis.py --scale 0.5 --variants paper,ema99,freeze1
+  python benchmarks/gsm_diagnosis.py --plot benchmarks/results/diagnosis/*.json
 """
 
 from __future__ import annotations
@@ -213,7 +231,23 @@ def main():
   ap.add_argument("--variants", default="paper")
   ap.add_argument("--out", default="/work/runs")
   ap.add_argument("--base-only", action="store_true")
+  ap.add_argument("--plot", nargs="+", default=None,
+                  help="plot these result files to benchmarks/results/"
+                  "diagnosis.png and print their table; train nothing")
   a = ap.parse_args()
+  if a.plot:
+    plot(a.plot, os.path.join(ROOT, "benchmarks", "results", "diagnosis.png"))
+    print("| variant | dense val | val before prune | val after | test after "
+          "| churn/step (last epoch) | ever active / Q |")
+    print("|---|---|---|---|---|---|---|")
+    for path in a.plot:
+      r = json.load(open(path))
+      f, h = r["final"], r["history"][-1]
+      print(f"| {r['variant']} | {100 * r['dense']['val']:.2f} | "
+            f"{100 * f['val']:.2f} | {100 * f['val_pruned']:.2f} | "
+            f"{100 * f['test_pruned']:.2f} | {h['step_churn']:.2e} | "
+            f"{h['ever'] / f['Q']:.2f} |")
+    return
   os.makedirs(a.out, exist_ok=True)
   d = load()
   base_epochs, gsm_epochs = round(200 * a.scale), round(280 * a.scale)
@@ -250,13 +284,11 @@ def main():
                              log=lambda s: print(s, flush=True))
     final.update(wall=time.time() - t0)
     print(f"== {name}: {final}", flush=True)
-    with open(f"{a.out}/{name}_r{a.ratio:g}_s{a.seed}_x{a.scale:g}.json", "w") as f:
+    with open(f"{a.out}/{name}_r{a.ratio:g}_s{a.seed}_x{a.scale:g}.json",
+              "w") as f:
       json.dump(dict(variant=name, config=v, ratio=a.ratio, seed=a.seed, scale=a.scale,
                      dense=dense, final=final, history=hist), f)
 
-
-if __name__ == "__main__":
-  main()
 
 
 def plot(paths, out_png):
@@ -286,3 +318,7 @@ def plot(paths, out_png):
   fig.tight_layout()
   fig.savefig(out_png, dpi=100)
   plt.close(fig)
+
+
+if __name__ == "__main__":
+  main()
