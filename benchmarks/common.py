@@ -88,12 +88,12 @@ def random_tree(shapes: Shapes, seed: int, scale: float = 1.0) -> Any:
   return jax.tree.unflatten(treedef, arrays)
 
 
-def time_interleaved(fns: dict[str, Callable[[], Any]], repeats: int,
-                     warmup: int = 1) -> dict[str, float]:
-  """Median seconds per call of each function, calls interleaved round-robin.
+def time_samples(fns: dict[str, Callable[[], Any]], repeats: int,
+                 warmup: int = 1) -> dict[str, list[float]]:
+  """Seconds of every call of each function, calls interleaved round-robin.
 
   Interleaving makes the ratios between functions robust to the load of a
-  shared machine drifting during the run.
+  shared machine drifting during the run. JAX results are waited for.
   """
   for _ in range(warmup):
     for fn in fns.values():
@@ -104,7 +104,14 @@ def time_interleaved(fns: dict[str, Callable[[], Any]], repeats: int,
       start = time.perf_counter()
       jax.block_until_ready(fn())
       times[name].append(time.perf_counter() - start)
-  return {name: statistics.median(ts) for name, ts in times.items()}
+  return times
+
+
+def time_interleaved(fns: dict[str, Callable[[], Any]], repeats: int,
+                     warmup: int = 1) -> dict[str, float]:
+  """Median seconds per call of each function (:func:`time_samples`)."""
+  return {name: statistics.median(ts)
+          for name, ts in time_samples(fns, repeats, warmup).items()}
 
 
 def temp_bytes(compiled: Any) -> int | None:

@@ -395,7 +395,10 @@ def report(rows, cfg, data_name, out_dir, prefix, doc, command,
                         for p, s, b, m, bs, k in budgets)
       report_lib.write_doc(doc, f"Command: `{command}` on {data_name}; "
                            f"{steps}; mean ± std over seeds; wall time "
-                           "excludes compilation.\n\n" + text +
+                           "excludes compilation. Test accuracy (%), mean "
+                           "± std over seeds; no fine-tuning for gsm and "
+                           "gsm_lossless.\n\n" +
+                           report_lib.compact_table(summary) +
                            "\n\nClaims check (means over seeds):\n\n" +
                            "\n".join(result["claims"]))
   return result

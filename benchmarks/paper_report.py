@@ -68,56 +68,92 @@ def table(summary: list[dict[str, Any]]) -> str:
   return "\n".join(lines)
 
 
+def compact_table(summary: list[dict[str, Any]]) -> str:
+  """One row per (model, ratio, budget), one column per method: test
+  accuracy, mean ± std over seeds (GSM also before its hard prune)."""
+  methods = [m for m in METHODS if any(s["method"] == m for s in summary)]
+  groups: dict[Any, dict[str, dict[str, Any]]] = {}
+  for s in summary:
+    key = (s["model"], s["compression"], -s["prune_steps"], _budget(s))
+    groups.setdefault(key, {})[s["method"]] = s
+  head = ["model, ratio", "budget", "seeds", "dense"] + methods
+  lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+  for (_, ratio, _, budget), by in sorted(groups.items()):
+    first = next(iter(by.values()))
+    seeds = sorted({len(s["seed_list"]) for s in by.values()})
+    cells = [f"{first['model_name']} {ratio:.0f}x", budget,
+             "/".join(map(str, seeds)), _pm(first["dense_acc"])]
+    for m in methods:
+      s = by.get(m)
+      if s is None:
+        cells.append("-")
+      elif m in ("gsm", "gsm_lossless") and s.get("acc_before_hard_prune"):
+        cells.append(f"{_pm(s['acc'])} (before prune "
+                     f"{100 * s['acc_before_hard_prune'][0]:.2f})")
+      else:
+        cells.append(_pm(s["acc"]))
+    lines.append("| " + " | ".join(cells) + " |")
+  return "\n".join(lines)
+
+
+def _budget(s: dict[str, Any]) -> str:
+  return f"{s.get('protocol', 'short')} x{s.get('scale', 1.0):g}"
+
+
 def claims(summary: list[dict[str, Any]]) -> list[str]:
-  """The paper's claims, checked on these numbers (means over seeds)."""
+  """The paper's claims, checked on these numbers (means over seeds).
+
+  Methods are compared only within one budget (protocol and scale).
+  """
   by: dict[Any, dict[str, Any]] = {}
-  for s in summary:  # the largest budget first
-    by.setdefault((s["model"], s["compression"], s["method"]), s)
+  for s in summary:
+    by[(s["model"], s["compression"], _budget(s), s["method"])] = s
   out = []
   names = {"gsm": "GSM", "gsm_lossless": "GSM + lossless option (ours)"}
-  for (model, ratio), method in ((mr, m) for mr in (("lenet300", 60.0),
-                                                     ("lenet5", 125.0))
-                                 for m in names):
-    s = by.get((model, ratio, method))
-    if s:
-      gap = 100 * (s["dense_acc"][0] - s["acc"][0])
-      out.append(f"- {names[method]} within 1.0 point of dense, "
-                 f"{s['model_name']} {ratio:.0f}x, no fine-tuning: "
-                 f"{'yes' if gap <= 1.0 else 'NO'} (dense - GSM = "
-                 f"{gap:.2f} points)")
+  for (model, ratio, budget, method), s in sorted(by.items()):
+    if method not in names or (model, ratio) not in (("lenet300", 60.0),
+                                                     ("lenet5", 125.0)):
+      continue
+    gap = 100 * (s["dense_acc"][0] - s["acc"][0])
+    out.append(f"- {names[method]} within 1.0 point of dense, "
+               f"{s['model_name']} {ratio:.0f}x, {budget}, {s['seeds']} "
+               f"seed(s), no fine-tuning: {'yes' if gap <= 1.0 else 'NO'} "
+               f"(dense - GSM = {gap:.2f} points)")
   ticket_gaps = {}
-  for (model, ratio, method), s in sorted(by.items()):
+  for (model, ratio, budget, method), s in sorted(by.items()):
     if method not in names:
       continue
-    base = [by[(model, ratio, b)] for b in BASELINES
-            if (model, ratio, b) in by]
+    base = [by[(model, ratio, budget, b)] for b in BASELINES
+            if (model, ratio, budget, b) in by]
     if base:
       best = max(base, key=lambda b: b["acc"][0])
       diff = 100 * (s["acc"][0] - best["acc"][0])
       out.append(f"- {names[method]} >= best baseline, {s['model_name']} "
-                 f"{ratio:.0f}x: {'yes' if diff >= 0 else 'NO'} "
+                 f"{ratio:.0f}x, {budget}: {'yes' if diff >= 0 else 'NO'} "
                  f"({method} {_pm(s['acc'])}, best "
                  f"{best['method']} {_pm(best['acc'])}, {diff:+.2f} points)")
-    tg, tm = by.get((model, ratio, "ticket_gsm")), by.get(
-        (model, ratio, "ticket_magnitude"))
+    tg = by.get((model, ratio, budget, "ticket_gsm"))
+    tm = by.get((model, ratio, budget, "ticket_magnitude"))
     if tg and tm and method == "gsm":
       diff = 100 * (tg["acc"][0] - tm["acc"][0])
-      ticket_gaps[(model, ratio)] = diff
+      ticket_gaps[(model, ratio, budget)] = diff
       out.append(f"- GSM ticket >= magnitude ticket, {s['model_name']} "
-                 f"{ratio:.0f}x: {'yes' if diff >= 0 else 'NO'} "
+                 f"{ratio:.0f}x, {budget}: {'yes' if diff >= 0 else 'NO'} "
                  f"({_pm(tg['acc'])} vs {_pm(tm['acc'])}, {diff:+.2f} points)")
   if ticket_gaps:
     widest = max(ticket_gaps, key=ticket_gaps.get)
-    out.append(f"- Largest ticket gap at {widest[1]:.0f}x ({widest[0]}): "
-               f"{'yes' if widest[1] == 300.0 else 'NO'} (gaps: " + ", ".join(
-                   f"{m} {r:.0f}x {g:+.2f}" for (m, r), g in
+    out.append(f"- Largest ticket gap at the highest ratio: "
+               f"{'yes' if widest[1] == max(r for _, r, _ in ticket_gaps) else 'NO'}"
+               " (gaps: " + ", ".join(
+                   f"{m} {r:.0f}x {b} {g:+.2f}" for (m, r, b), g in
                    sorted(ticket_gaps.items())) + ")")
-  for (model, ratio, method), s in sorted(by.items()):
+  for (model, ratio, budget, method), s in sorted(by.items()):
     if method in names:
       layers = ", ".join(f"{k} {100 * d:.2f}%"
                          for k, d in s["layer_density"].items())
-      out.append(f"- {method} per-layer density, {s['model_name']} {ratio:.0f}x "
-                 f"(uniform would be {100 / ratio:.2f}% each): {layers}")
+      out.append(f"- {method} per-layer density, {s['model_name']} "
+                 f"{ratio:.0f}x, {budget} (uniform would be "
+                 f"{100 / ratio:.2f}% each): {layers}")
   return out
 
 
@@ -132,13 +168,17 @@ def plot(summary: list[dict[str, Any]], out_dir: str, prefix: str
                            figsize=(5.5 * len(model_names), 4), squeeze=False)
   for ax, model in zip(axes[0], model_names):
     rows = [s for s in summary if s["model"] == model]
-    for method in METHODS:
-      pts = sorted((s["compression"], s["acc"]) for s in rows
-                   if s["method"] == method)
-      if pts:
-        ax.errorbar([p[0] for p in pts], [100 * p[1][0] for p in pts],
-                    [100 * p[1][1] for p in pts], marker="o", capsize=3,
-                    label=method)
+    budgets = sorted({_budget(s) for s in rows}, reverse=True)
+    for budget in budgets:
+      for method in METHODS:
+        pts = sorted((s["compression"], s["acc"]) for s in rows
+                     if s["method"] == method and _budget(s) == budget)
+        if pts:
+          ax.errorbar([p[0] for p in pts], [100 * p[1][0] for p in pts],
+                      [100 * p[1][1] for p in pts], marker="o", capsize=3,
+                      ls="-" if budget == budgets[0] else ":",
+                      label=method + (f" ({budget})" if len(budgets) > 1
+                                      else ""))
     ax.axhline(100 * rows[0]["dense_acc"][0], color="k", ls="--", lw=1,
                label="dense")
     ax.set_xscale("log")
@@ -158,8 +198,10 @@ def plot(summary: list[dict[str, Any]], out_dir: str, prefix: str
   fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4),
                            squeeze=False)
   for ax, (model, ratio) in zip(axes[0], panels):
-    rows = {s["method"]: s for s in summary
-            if s["model"] == model and s["compression"] == ratio}
+    rows: dict[str, dict[str, Any]] = {}
+    for s in summary:  # the largest budget of each method
+      if s["model"] == model and s["compression"] == ratio:
+        rows.setdefault(s["method"], s)
     shown = [m for m in ("gsm", "gsm_lossless", "magnitude_ft", "gmp", "snip") if m in rows]
     if not shown:
       continue

@@ -25,15 +25,16 @@ from optax_gsm._selection import top_k_masks
 from optax_gsm.baselines import GMPState
 from optax_gsm.baselines import gmp
 from optax_gsm.baselines import lottery_ticket
-from optax_gsm.baselines import polynomial_density_schedule
 from optax_gsm.baselines import snip_masks
 from optax_gsm.export import load_sparse
 from optax_gsm.export import save_sparse
 from optax_gsm.export import sparse_arrays
 from optax_gsm.export import sparse_mlp_apply
 from optax_gsm.export import to_bcoo
+from optax_gsm.metrics import gsm_metrics
 from optax_gsm.schedules import checked_density_schedule
 from optax_gsm.schedules import density_schedule
+from optax_gsm.schedules import polynomial_density_schedule
 from optax_gsm.structured import StructuredGSMState
 from optax_gsm.structured import num_filters
 from optax_gsm.structured import shrink
@@ -41,6 +42,9 @@ from optax_gsm.structured import structured_gsm
 from optax_gsm.structured import structured_prune
 from optax_gsm.synflow import synflow
 from optax_gsm.synflow import synflow_objective
+from optax_gsm.tuning import passive_decay_exponent
+from optax_gsm.tuning import prune_share
+from optax_gsm.tuning import weight_decay_for
 from optax_gsm.weightmom import WeightMomState
 from optax_gsm.weightmom import weightmom
 
@@ -68,6 +72,11 @@ __all__ = [
     "keep_masked",
     "prune",
     "sparsity_report",
+    # Hyperparameters and logging
+    "gsm_metrics",
+    "passive_decay_exponent",
+    "prune_share",
+    "weight_decay_for",
     # Methods users compare GSM with
     "GMPState",
     "WeightMomState",

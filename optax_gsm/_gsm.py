@@ -167,6 +167,25 @@ def grads_for(criterion: Criterion, grads: Any, params: Any,
   return grads
 
 
+def float_grad(fn: Callable[..., jax.Array], params: Any, *args: Any) -> Any:
+  """``jax.grad(fn)(params, *args)`` over the floating leaves of ``params``.
+
+  Other leaves (a step counter, a bool flag) are held fixed and get zeros, as
+  they are never in the pool, instead of ``jax.grad``'s error.
+  """
+  leaves, treedef = jax.tree.flatten(params)
+  floats = [jnp.issubdtype(jnp.result_type(x), jnp.inexact) for x in leaves]
+
+  def of_floats(xs):
+    xs = iter(xs)
+    return fn(treedef.unflatten([next(xs) if f else x
+                                 for x, f in zip(leaves, floats)]), *args)
+
+  grads = iter(jax.grad(of_floats)([x for x, f in zip(leaves, floats) if f]))
+  return treedef.unflatten([next(grads) if f else jnp.zeros_like(x)
+                            for x, f in zip(leaves, floats)])
+
+
 def pool_scores(criterion: Criterion, grads: Any, params: Any,
                 flags: list[bool]) -> list[Any]:
   """Scores of the pool's leaves, in leaf order, by ``criterion``.
@@ -309,11 +328,7 @@ def gsm(
     leaves, treedef = jax.tree.flatten(params)
     pool_size = sum(math.prod(jnp.shape(x))  # ShapeDtypeStructs too
                     for x, f in zip(leaves, flags) if f)
-    kept = _pool.num_kept(pool_size, compression, density)
-    if isinstance(kept, int) and kept < 1:
-      raise ValueError(
-          f"gsm keeps floor({pool_size} pooled entries / compression) = 0 "
-          "entries; lower the compression or raise the density.")
+    _pool.num_kept(pool_size, compression, density, "gsm")
     active = [jnp.zeros((), jnp.uint32) if f else optax.MaskedNode()
               for f in flags]
     scores = ()
@@ -339,7 +354,7 @@ def gsm(
           f"{'lacks' if averages else 'holds'} averaged scores).")
     scores = pool_scores(criterion, updates, params, flags)
     pool_size = sum(s.size for s in scores)
-    kept = _pool.num_kept(pool_size, compression, density)
+    kept = _pool.num_kept(pool_size, compression, density, "gsm")
     averaged = ()
     if averages:
       pooled = [w for w, f in zip(jax.tree.leaves(params), flags) if f]

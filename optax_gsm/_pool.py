@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fractions
 import math
+import numbers
 from collections.abc import Callable
 from typing import Any, Union
 
@@ -109,66 +110,136 @@ def check_same_structure(updates: Any, params: Any, where: str) -> None:
         f"{jax.tree.structure(updates)} vs {jax.tree.structure(params)}.")
 
 
+def check_int(name: str, value: Any, low: int, high: int | None = None) -> int:
+  """``value`` as an int in ``[low, high]``; Python and NumPy ints, no bools."""
+  if isinstance(value, (bool, np.bool_)) or not isinstance(value,
+                                                           numbers.Integral):
+    raise TypeError(f"{name} must be an int, got {value!r}.")
+  if value < low or (high is not None and value > high):
+    bound = f"in [{low}, {high}]" if high is not None else f">= {low}"
+    raise ValueError(f"{name} must be {bound}, got {value}.")
+  return int(value)
+
+
+def _ratio(compression: Any, density: Any) -> tuple[str, Any]:
+  return ("compression", compression) if density is None else ("density",
+                                                                density)
+
+
 def validate_ratio(compression: Any, density: Any) -> None:
   """Checks that exactly one of ``compression`` and ``density`` is given.
 
-  Python numbers are range-checked here; arrays (as ``inject_hyperparams``
-  passes them) are checked where they are concrete.
+  It must be a number (no bool) or a scalar integer or float32/float64 array:
+  ``optax.inject_hyperparams`` casts Python floats to the params' dtype, and
+  bfloat16 or float16 would put Q = floor(N d) up to N d / 2**8 off. Numbers
+  and concrete arrays are range-checked here (finite, C >= 1, 0 < d <= 1);
+  traced arrays only by dtype.
   """
   if (compression is None) == (density is None):
     raise ValueError(
         "give exactly one of compression (total/kept, >= 1) and density "
         f"(kept/total, in (0, 1]); got compression={compression!r}, "
         f"density={density!r}.")
-  value = compression if density is None else density
+  name, value = _ratio(compression, density)
   if callable(value):
     raise TypeError(
-        "compression and density take a number; to change them over "
-        "training wrap the transformation in optax.inject_hyperparams and "
-        "pass a schedule there.")
+        f"{name} takes a number; to change it over training wrap the "
+        "transformation in optax.inject_hyperparams and pass a schedule there.")
+  dtype = getattr(value, "dtype", None)
+  if (isinstance(value, (bool, np.bool_)) or not isinstance(
+      value, (numbers.Real, jax.Array, np.ndarray)) or jnp.ndim(value)
+      or dtype is not None and not (jnp.issubdtype(dtype, jnp.integer)
+                                    or jnp.issubdtype(dtype, jnp.floating))):
+    raise TypeError(f"{name} must be a number or a scalar integer or float "
+                    f"array, got {value!r}.")
+  if dtype is not None and jnp.issubdtype(dtype, jnp.floating) and (
+      jnp.finfo(dtype).bits < 32):
+    raise TypeError(
+        f"{name} has dtype {jnp.dtype(dtype).name}, too coarse to count "
+        "entries. optax.inject_hyperparams casts Python floats to the params' "
+        f"dtype: pass {name}=jnp.float32(...), optax_gsm.density_schedule, or "
+        "a schedule wrapped in optax_gsm.checked_density_schedule (they are "
+        "not cast), or optax.inject_hyperparams(..., "
+        "hyperparam_dtype=jnp.float32).")
+  if isinstance(value, jax.core.Tracer):
+    return  # traced: only the dtype can be checked
   try:
     number = float(value)
-  except jax.errors.ConcretizationTypeError:
-    return  # traced: nothing to check statically
-  if density is None and not number >= 1:
+  except OverflowError:
+    number = math.inf
+  if not math.isfinite(number):
+    shown = repr(value) if len(repr(value)) < 40 else repr(value)[:36] + "..."
+    raise ValueError(f"{name} must be finite, got {shown}.")
+  if name == "compression" and not number >= 1:
     raise ValueError(f"compression must be >= 1 (total/kept), got {value!r}.")
-  if compression is None and not 0 < number <= 1:
+  if name == "density" and not 0 < number <= 1:
     raise ValueError(f"density must lie in (0, 1], got {value!r}.")
 
 
-def num_kept(pool_size: int, compression: Any, density: Any) -> Any:
+def num_kept(pool_size: int, compression: Any, density: Any,
+             where: str = "num_kept", unit: str = "entries",
+             name: str | None = None) -> Any:
   """Q = floor(pool_size / compression) or floor(pool_size * density).
 
-  For Python numbers the product is exact (fractions of the binary values);
-  one within a relative 2**-50 of an integer, i.e. off only by the rounding
-  of the ratio to binary, counts as that integer: ``density=0.29`` keeps 29
-  of 100 (not floor(28.999999999999996)) and ``density=1/N`` keeps 1.
-  Arrays (traced hyperparameters) are computed in their own floating
-  precision, float32 unless x64 is on: a product within 4 ulps of an integer
-  counts as it (a schedule's 0.25 may arrive as 0.24999997), and beyond
-  2**22 pooled entries float32 may put Q one or two entries off.
+  Python and NumPy numbers are exact (fractions of their binary values);
+  arrays (injected hyperparameters) are computed in float32, or float64 with
+  x64, whatever their dtype. A product within 4 ulps of the ratio's own
+  precision (and within 0.001) of an integer counts as that integer, so
+  ``density=0.29`` (or ``np.float32(0.29)``) keeps 29 of 100, ``1/N`` keeps 1
+  and a schedule's 0.25 arriving as 0.24999997 keeps N/4.
 
   Args:
-    pool_size: N, the number of prunable entries.
+    pool_size: N, the number of prunable entries (or filters).
     compression: C >= 1, or None.
     density: d in (0, 1], or None.
+    where: the caller's name, for the error.
+    unit: what N counts, for the error.
+    name: the ratio's argument name, for the error (default: its own).
 
   Returns:
-    An int, or a uint32 array when the ratio is an array.
+    An int, or a uint32 array when the ratio is an array (clipped to
+    [0, N] when traced).
+
+  Raises:
+    ValueError: if Q is concrete and 0.
   """
-  value = compression if density is None else density
-  if isinstance(value, (int, float, np.integer, np.floating)):
+  default_name, value = _ratio(compression, density)
+  name = name or default_name
+  exact = isinstance(value, numbers.Real)
+  wide = np.float64 if exact else jnp.result_type(float)
+  dtype = getattr(value, "dtype", wide)
+  eps = float(jnp.finfo(dtype if jnp.issubdtype(dtype, jnp.floating)
+                        else wide).eps)
+  if exact:
     ratio = fractions.Fraction(float(value))
     kept = pool_size / ratio if density is None else pool_size * ratio
-    nearest = round(kept)
-    if abs(kept - nearest) <= max(1, kept) * fractions.Fraction(1, 2**50):
-      return int(nearest)
-    return math.floor(kept)
-  value = jnp.asarray(value, jnp.result_type(float))
-  size = jnp.asarray(pool_size, value.dtype)
-  kept = size / value if density is None else size * value
-  nearest = jnp.round(kept)
-  ulp = jnp.finfo(kept.dtype).eps * jnp.maximum(1.0, kept)
-  kept = jnp.where(jnp.abs(kept - nearest) <= jnp.minimum(4 * ulp, 1e-3),
-                   nearest, jnp.floor(kept))
-  return jnp.clip(kept, 0, size).astype(jnp.uint32)
+    tol = min(4 * fractions.Fraction(float(eps)) * max(1, kept),
+              fractions.Fraction(1, 1000))
+    q = round(kept) if abs(kept - round(kept)) <= tol else math.floor(kept)
+  else:
+    value = jnp.asarray(value, jnp.result_type(float))
+    size = jnp.asarray(pool_size, value.dtype)
+    kept = size / value if density is None else size * value
+    tol = jnp.minimum(4 * eps * jnp.maximum(1.0, kept), 1e-3)
+    kept = jnp.where(jnp.abs(kept - jnp.round(kept)) <= tol, jnp.round(kept),
+                     jnp.floor(kept))
+    q = jnp.clip(kept, 0, size).astype(jnp.uint32)
+  if not isinstance(q, jax.core.Tracer) and q < 1:
+    op = "/" if density is None else "*"
+    raise ValueError(
+        f"{where} keeps floor({pool_size} {unit} {op} {name} "
+        f"{float(value):.8g}) = 0 {unit}; "
+        f"{'lower' if density is None else 'raise'} the {name}.")
+  return q
+
+
+def check_final_density(params: Any, flags: list[bool], final_density: float,
+                        where: str, per_leaf: bool = False) -> None:
+  """Raises if ``final_density`` keeps 0 entries of the pool (or of a leaf)."""
+  pooled = [(path, math.prod(jnp.shape(x))) for (path, x), f in zip(
+      jax.tree_util.tree_flatten_with_path(params)[0], flags) if f]
+  if not per_leaf:
+    pooled = [((), sum(size for _, size in pooled))]
+  for path, size in pooled:
+    at = f" at leaf {jax.tree_util.keystr(path)}" if path else ""
+    num_kept(size, None, final_density, where + at, name="final_density")

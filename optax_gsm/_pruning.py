@@ -13,6 +13,7 @@ import numpy as np
 import optax
 
 from optax_gsm import _gsm
+from optax_gsm import _paths
 from optax_gsm import _pool
 from optax_gsm import _selection
 
@@ -65,9 +66,8 @@ def prune(
   flags = _pool.pooled_flags(prunable, params, "prune")
   grads = _gsm.grads_for(criterion, grads, params, "prune")
   scores = _gsm.pool_scores(criterion, grads, params, flags)
-  kept = _pool.num_kept(sum(s.size for s in scores), compression, density)
-  if isinstance(kept, int) and kept < 1:
-    raise ValueError("prune would keep 0 entries; lower the compression.")
+  kept = _pool.num_kept(sum(s.size for s in scores), compression, density,
+                        "prune")
   masks = iter(_selection.top_k_masks(scores, kept, selection=selection))
   leaves, treedef = jax.tree.flatten(params)
   mask_leaves = [next(masks) if f else None for f in flags]
@@ -91,24 +91,30 @@ def apply_masks(params: Any, masks: Any) -> Any:
     >>> apply_masks({"w": jnp.array([1.0, 2.0])}, {"w": jnp.array([True, False])})
     {'w': Array([1., 0.], dtype=float32)}
   """
+  masks = _paths.align(masks, params)
+  _check_masks(masks, params, "apply_masks")
   return jax.tree.map(
       lambda m, x: x if m is None else jnp.where(m, x, jnp.zeros((), x.dtype)),
       masks, params, is_leaf=_is_none)
 
 
 def _check_masks(masks: Any, params: Any, where: str) -> None:
-  mask_def = jax.tree.structure(
-      jax.tree.map(lambda _: 0, masks, is_leaf=_is_none))
-  param_def = jax.tree.structure(params)
+  """Raises unless ``masks`` has a same-shaped mask or ``None`` per leaf.
+
+  A ``None`` in params (as ``eqx.filter`` leaves) takes a ``None`` mask.
+  """
+  mask_def = jax.tree.structure(masks, is_leaf=_is_none)
+  param_def = jax.tree.structure(params, is_leaf=_is_none)
   if mask_def != param_def:
     raise ValueError(
         f"{where}: masks must match params leaf for leaf (None where not "
         f"masked); got {mask_def} for params {param_def}.")
   for m, x in zip(jax.tree.leaves(masks, is_leaf=_is_none),
-                  jax.tree.leaves(params)):
-    if m is not None and jnp.shape(m) != jnp.shape(x):
+                  jax.tree.leaves(params, is_leaf=_is_none)):
+    if m is not None and (x is None or jnp.shape(m) != jnp.shape(x)):
+      leaf = "None" if x is None else f"a leaf of shape {jnp.shape(x)}"
       raise ValueError(f"{where}: a mask of shape {jnp.shape(m)} stands for "
-                       f"a leaf of shape {jnp.shape(x)}.")
+                       f"{leaf}; masks are not broadcast.")
 
 
 class KeepMaskedState(NamedTuple):
@@ -125,7 +131,10 @@ def keep_masked(masks: Any) -> optax.GradientTransformationExtraArgs:
 
   Args:
     masks: bool arrays for the masked leaves (True = kept), ``None`` for the
-      leaves to leave alone, as :func:`prune` returns them.
+      leaves to leave alone, as :func:`prune` returns them. Masks of an
+      ``nnx.State`` (``prune(nnx.state(model, nnx.Param), ...)``) also fit
+      the pure arrays ``nnx.Optimizer`` passes: when the containers differ,
+      masks are matched to params by path (``l1/kernel``).
 
   Returns:
     A :class:`optax.GradientTransformationExtraArgs` whose ``update`` needs
@@ -144,7 +153,9 @@ def keep_masked(masks: Any) -> optax.GradientTransformationExtraArgs:
   """
 
   def init_fn(params):
-    _check_masks(masks, params, "keep_masked")
+    if _pool.is_params_placeholder(params):  # optax.tree.map_params
+      return KeepMaskedState()
+    _check_masks(_paths.align(masks, params), params, "keep_masked")
     return KeepMaskedState()
 
   def update_fn(updates, state, params=None, **extra_args):
@@ -152,11 +163,12 @@ def keep_masked(masks: Any) -> optax.GradientTransformationExtraArgs:
     if params is None:
       raise ValueError("keep_masked needs params: the update of a pruned entry "
                        "is -param, which lands it on exactly zero.")
-    _check_masks(masks, params, "keep_masked")
+    aligned = _paths.align(masks, params)  # nnx.Optimizer: pure arrays
+    _check_masks(aligned, params, "keep_masked")
     updates = jax.tree.map(
         # -x in x's own precision (or wider), so that w + (-w) is exactly 0.
         lambda m, u, x: u if m is None else jnp.where(m, u, -x),
-        masks, updates, params, is_leaf=_is_none)
+        aligned, updates, params, is_leaf=_is_none)
     return updates, state
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
@@ -242,11 +254,7 @@ def hard_prune_at(
     leaves, treedef = jax.tree.flatten(params)
     pool_size = sum(math.prod(jnp.shape(x))
                     for x, f in zip(leaves, flags) if f)
-    kept = _pool.num_kept(pool_size, compression, density)
-    if isinstance(kept, int) and kept < 1:
-      raise ValueError(
-          f"hard_prune_at keeps floor({pool_size} pooled entries / "
-          "compression) = 0 entries; lower the compression.")
+    _pool.num_kept(pool_size, compression, density, "hard_prune_at")
     masks = [jnp.ones(jnp.shape(x), bool) if f else optax.MaskedNode()
              for x, f in zip(leaves, flags)]
     return HardPruneState(count=jnp.zeros((), jnp.int32),
@@ -271,7 +279,8 @@ def hard_prune_at(
     def prune_now():
       after = [jnp.abs((w + u).astype(_gsm._score_dtype(w.dtype)))
                for w, u in zip(pooled_w, pooled_u)]
-      kept = _pool.num_kept(sum(a.size for a in after), compression, density)
+      kept = _pool.num_kept(sum(a.size for a in after), compression, density,
+                            "hard_prune_at")
       return _selection.top_k_masks(after, kept, selection=selection)
 
     masks = jax.lax.cond(state.count == step, prune_now, lambda: list(old))
@@ -383,8 +392,7 @@ def sparsity_report(tree: Any, prunable: _pool.Prunable = None
     if not flag:
       continue
     x = np.asarray(x)
-    rows.append(LeafSparsity(path=jax.tree_util.keystr(path, simple=True,
-                                                        separator="/"),
+    rows.append(LeafSparsity(path=_paths.name(path),
                              shape=tuple(x.shape),
                              kept=int(np.count_nonzero(x)), total=int(x.size)))
   if not rows:

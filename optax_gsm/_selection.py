@@ -19,6 +19,7 @@ concatenate and sort; they are kept as references and for comparison.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -272,11 +273,31 @@ def _concatenated_masks(keys: list[jax.Array], k: Any,
     flat_mask = jnp.zeros(total, bool).at[index].set(True)
   else:  # "sort": a stable argsort, descending, lower index first on ties.
     order = jnp.argsort(~flat, stable=True)
-    rank_kept = jnp.arange(total) < k
+    rank_kept = jnp.arange(total, dtype=jnp.uint32) < k
     flat_mask = jnp.zeros(total, bool).at[order].set(rank_kept)
   splits = np.cumsum([key.size for key in keys])[:-1]
   return [piece.reshape(key.shape)
           for piece, key in zip(jnp.split(flat_mask, splits), keys)]
+
+
+def _check_k(k: Any, total: int) -> Any:
+  """An int k in [1, total], or a traced integer k clipped to [0, total]."""
+  integer = isinstance(k, numbers.Integral) or (
+      isinstance(k, (jax.Array, np.ndarray)) and jnp.ndim(k) == 0
+      and jnp.issubdtype(k.dtype, jnp.integer))
+  if isinstance(k, (bool, np.bool_)) or not integer:
+    raise TypeError(f"k must be an int or a scalar integer array, got {k!r}.")
+  if not isinstance(k, jax.core.Tracer):
+    if not 1 <= int(k) <= total:
+      raise ValueError(
+          f"k={int(k)} must lie in [1, {total}] (the pool size); selecting no "
+          "entry is almost always a mistake in the compression or density.")
+    return int(k)
+  if jnp.issubdtype(k.dtype, jnp.signedinteger):
+    k = jnp.maximum(k, 0)
+  if total < jnp.iinfo(k.dtype).max:
+    k = jnp.minimum(k, jnp.asarray(total, k.dtype))
+  return k.astype(jnp.uint32)
 
 
 def top_k_masks(scores: Any, k: int | jax.Array, *,
@@ -290,12 +311,13 @@ def top_k_masks(scores: Any, k: int | jax.Array, *,
 
   Args:
     scores: a pytree of floating arrays.
-    k: how many entries to select, ``1 <= k <= total size``. It may be traced
-      for ``"histogram"`` and ``"sort"`` (a traced k is clipped to
-      ``[0, total size]``); ``"top_k"`` needs a Python int.
+    k: how many entries to select: an int or a scalar integer array,
+      ``1 <= k <= total size`` (else a ``ValueError``; a float k is a
+      ``TypeError``). It may be traced for ``"histogram"`` and ``"sort"``: a
+      traced k is clipped to ``[0, total size]``, 0 selecting nothing.
     selection: ``"histogram"`` (exact radix select, no concatenation),
-      ``"top_k"`` (``jax.lax.top_k`` on the concatenation, the reference) or
-      ``"sort"`` (a stable argsort of the concatenation).
+      ``"top_k"`` (``jax.lax.top_k`` on the concatenation, the reference;
+      concrete k only) or ``"sort"`` (a stable argsort of the concatenation).
 
   Returns:
     A pytree of boolean arrays shaped like ``scores``.
@@ -320,18 +342,12 @@ def top_k_masks(scores: Any, k: int | jax.Array, *,
     raise ValueError(
         f"the pool holds {total} entries; at most {MAX_POOL_SIZE} are "
         "supported (counts are uint32).")
-  if isinstance(k, (int, np.integer)):
-    if not 1 <= k <= total:
-      raise ValueError(
-          f"k={k} must lie in [1, {total}] (the pool size); selecting no "
-          "entry is almost always a mistake in the compression or density.")
-    if k == total:
-      return jax.tree.unflatten(treedef,
-                                [jnp.ones_like(key, bool) for key in keys])
+  k = _check_k(k, total)
+  if isinstance(k, int) and k == total:
+    return jax.tree.unflatten(treedef,
+                              [jnp.ones_like(key, bool) for key in keys])
   if selection == "histogram":
-    k = jnp.minimum(jnp.maximum(jnp.asarray(k), 0).astype(jnp.uint32),
-                    jnp.uint32(total))
-    masks = _histogram_masks(keys, k)
+    masks = _histogram_masks(keys, jnp.asarray(k, jnp.uint32))
   else:
     masks = _concatenated_masks(keys, k, selection)
   return jax.tree.unflatten(treedef, masks)

@@ -3,7 +3,7 @@
 * one-shot global magnitude pruning then fine-tuning: :func:`optax_gsm.prune`
   then ``optax.chain(opt, optax_gsm.keep_masked(masks))``;
 * gradual magnitude pruning (Zhu & Gupta, 2017): :func:`gmp` with
-  :func:`polynomial_density_schedule`;
+  :func:`optax_gsm.polynomial_density_schedule`;
 * SNIP at initialization (Lee et al., 2019): :func:`snip_masks`;
 * lottery tickets (Frankle & Carbin, 2019): :func:`lottery_ticket`, a mask
   from trained weights applied to the initial ones, retrained with
@@ -14,8 +14,6 @@ Every mask here comes from :func:`optax_gsm.prune` or
 """
 
 from __future__ import annotations
-
-import numbers
 
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -28,86 +26,9 @@ from optax_gsm import _gsm
 from optax_gsm import _pool
 from optax_gsm import _pruning
 from optax_gsm import _selection
+from optax_gsm.schedules import polynomial_density_schedule  # re-export
 
 SCOPES = ("global", "layer")
-
-
-def _check_density(name: str, value: Any) -> float:
-  if isinstance(value, bool) or not isinstance(value, numbers.Real):
-    raise TypeError(f"{name} must be a number in (0, 1], got {value!r}.")
-  if not 0 < value <= 1:
-    raise ValueError(f"{name} must lie in (0, 1], got {value!r}.")
-  return float(value)
-
-
-def _check_step(name: str, value: Any, minimum: int) -> int:
-  if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-    raise TypeError(f"{name} must be an int, got {value!r}.")
-  if value < minimum:
-    raise ValueError(f"{name} must be >= {minimum}, got {value}.")
-  return int(value)
-
-
-def polynomial_density_schedule(
-    final_density: float,
-    begin_step: int,
-    end_step: int,
-    *,
-    initial_density: float = 1.0,
-    update_every: int = 1,
-    power: float = 3.0,
-) -> optax.Schedule:
-  r"""The gradual pruning schedule of Zhu & Gupta (2017), as a density.
-
-  .. math::
-    d_t = d_f + (d_i - d_f)\left(1 - \frac{t' - t_0}{t_1 - t_0}\right)^p,
-    \qquad t' = t_0 + \Delta\lfloor (t - t_0) / \Delta \rfloor,
-
-  clipped to :math:`d_i` before ``begin_step`` and to :math:`d_f` after
-  ``end_step``; with :math:`p = 3` the network is pruned fast at first and
-  slowly near the target. Steps before ``end_step`` are quantized to
-  multiples of ``update_every`` (:math:`\Delta`) after ``begin_step``, the
-  steps at which :func:`gmp` recomputes its masks. Built on ``optax.polynomial_schedule``.
-
-  Args:
-    final_density: :math:`d_f` in (0, 1], kept over total entries at the end.
-    begin_step: :math:`t_0 \ge 0`, the first pruning step.
-    end_step: :math:`t_1 > t_0`, the step that reaches ``final_density``.
-    initial_density: :math:`d_i`, in [``final_density``, 1].
-    update_every: :math:`\Delta \ge 1`.
-    power: :math:`p > 0`.
-
-  Returns:
-    An ``optax.Schedule``: step count to density.
-
-  Example:
-    >>> import optax_gsm
-    >>> sched = optax_gsm.polynomial_density_schedule(0.1, 0, 100)
-    >>> [round(float(sched(t)), 4) for t in (0, 50, 100, 200)]
-    [1.0, 0.2125, 0.1, 0.1]
-  """
-  final_density = _check_density("final_density", final_density)
-  initial_density = _check_density("initial_density", initial_density)
-  if initial_density < final_density:
-    raise ValueError(
-        f"initial_density={initial_density} must be >= final_density="
-        f"{final_density}: gradual pruning only removes weights.")
-  begin_step = _check_step("begin_step", begin_step, 0)
-  end_step = _check_step("end_step", end_step, begin_step + 1)
-  update_every = _check_step("update_every", update_every, 1)
-  if not power > 0:
-    raise ValueError(f"power must be > 0, got {power!r}.")
-  poly = optax.polynomial_schedule(
-      init_value=initial_density, end_value=final_density, power=power,
-      transition_steps=end_step - begin_step, transition_begin=begin_step)
-
-  def schedule(count):
-    count = jnp.asarray(count)
-    since = jnp.maximum(count - begin_step, 0)
-    step = begin_step + since // update_every * update_every
-    return poly(jnp.where(count >= end_step, end_step, step))
-
-  return schedule
 
 
 class GMPState(NamedTuple):
@@ -130,7 +51,7 @@ def _leaf_masks(params: Any, flags: list[bool], density: jax.Array,
     if not flag:
       masks.append(None)
       continue
-    kept = _pool.num_kept(leaf.size, None, density)
+    kept = _pool.num_kept(leaf.size, None, density, "gmp")
     masks.append(_selection.top_k_masks([next(scores)], kept,
                                         selection=selection)[0])
   return treedef.unflatten(masks)
@@ -156,15 +77,17 @@ def gmp(
 
   Every ``update_every`` steps from ``begin_step``, and at ``end_step``, the masks
   are recomputed: the :math:`\lfloor N d_t \rfloor` largest :math:`|w|` are
-  kept, with :math:`d_t` from :func:`polynomial_density_schedule`, ranked
-  over the whole pool (``scope="global"``, as :func:`optax_gsm.prune`) or
-  within each leaf (``scope="layer"``, the paper's uniform sparsity). Between
+  kept, with :math:`d_t` from :func:`optax_gsm.polynomial_density_schedule`,
+  ranked over the whole pool (``scope="global"``, as :func:`optax_gsm.prune`)
+  or within each leaf (``scope="layer"``, the paper's uniform sparsity). Between
   updates the masks are held: a pruned entry's update is :math:`-w`, as in
   :func:`optax_gsm.keep_masked`, so it lands on exactly 0. Put it last in
   the chain, after the optimizer.
 
   Args:
-    final_density: density at and after ``end_step``, in (0, 1].
+    final_density: density at and after ``end_step``, in (0, 1]; ``init``
+      raises if it keeps no entry of the pool (of a pooled leaf with
+      ``scope="layer"``).
     begin_step: the first step that prunes.
     end_step: the step that reaches ``final_density``.
     update_every: steps between mask updates.
@@ -209,6 +132,8 @@ def gmp(
     if _pool.is_params_placeholder(params):
       return _pool.placeholder_state(GMPState)
     flags = _pool.pooled_flags(prunable, params, "gmp")
+    _pool.check_final_density(params, flags, final_density, "gmp",
+                              per_leaf=scope == "layer")
     leaves, treedef = jax.tree.flatten(params)
     masks = [jnp.ones(jnp.shape(x), bool) if f else None
              for x, f in zip(leaves, flags)]
@@ -284,7 +209,7 @@ def snip_masks(
   if not callable(loss_fn):
     raise TypeError(f"loss_fn must be callable, got {type(loss_fn).__name__}.")
   _pool.validate_ratio(compression, density)
-  grads = jax.grad(loss_fn)(params, batch)
+  grads = _gsm.float_grad(loss_fn, params, batch)
   return _pruning.prune(params, compression, density=density,
                         prunable=prunable, criterion="taylor", grads=grads,
                         selection=selection)[1]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import zlib
 from typing import NamedTuple
 
 import numpy as np
@@ -43,7 +44,7 @@ def _read_bytes(path: str) -> bytes:
       return f.read()
   except FileNotFoundError:
     raise FileNotFoundError(f"IDX file not found: {path}") from None
-  except (OSError, EOFError) as e:  # gzip.BadGzipFile is an OSError
+  except (OSError, EOFError, zlib.error) as e:  # BadGzipFile is an OSError
     raise ValueError(f"cannot read IDX file {path}: {e}") from e
 
 

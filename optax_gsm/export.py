@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import io
+import json
 import os
+import zipfile
+import zlib
+from collections.abc import Mapping
 from typing import Any
 
 import jax
@@ -15,6 +19,7 @@ from optax_gsm import _pool
 from optax_gsm import models
 
 _SEP = "/"
+_TREE = "tree"  # the structure's entry: no "::", so no leaf's
 
 
 def _pooled_with_zeros(params: Any, prunable: _pool.Prunable,
@@ -122,13 +127,44 @@ def sparse_arrays(params: Any, prunable: _pool.Prunable = None
   return arrays
 
 
+def _skeleton(node: Any) -> Any:
+  """JSON for the containers of ``node``, whose leaves are the arrays' names."""
+  if node is None or isinstance(node, str):
+    return node
+  if type(node) in (list, tuple):
+    return {type(node).__name__: [_skeleton(x) for x in node]}
+  if isinstance(node, Mapping):
+    for key in node:
+      if isinstance(key, bool) or not isinstance(key, (str, int)):
+        raise TypeError(f"save_sparse: dict keys must be str or int, got "
+                        f"{key!r}.")
+    return {"dict": [[k, _skeleton(v)] for k, v in node.items()]}
+  raise TypeError(
+      "save_sparse stores arrays in dicts, lists, tuples and None; got a "
+      f"{type(node).__name__} node. Convert it (e.g. to a dict) first.")
+
+
+def _rebuild(skeleton: Any, leaves: dict[str, Any]) -> Any:
+  if skeleton is None or isinstance(skeleton, str):
+    return skeleton if skeleton is None else leaves[skeleton]
+  (kind, items), = skeleton.items()
+  if kind == "dict":
+    return {key: _rebuild(value, leaves) for key, value in items}
+  return {"list": list, "tuple": tuple}[kind](
+      _rebuild(x, leaves) for x in items)
+
+
 def save_sparse(file: Any, params: Any, prunable: _pool.Prunable = None, *,
                 compress: bool = False) -> int:
-  """Writes :func:`sparse_arrays` to an ``.npz`` file; returns its size.
+  """Writes :func:`sparse_arrays` and the tree's structure to an ``.npz`` file.
+
+  :func:`load_sparse` gives back the same tree: dicts (str or int keys; any
+  mapping comes back as a dict), lists, tuples, ``None`` and empty
+  containers, or a bare array. Other containers raise a ``TypeError``.
 
   Args:
     file: a path or a binary file object.
-    params: hard-pruned parameters: nested dicts of arrays.
+    params: hard-pruned parameters.
     prunable: the leaves to store sparsely, as in :func:`optax_gsm.gsm`.
     compress: also deflate the archive (``np.savez_compressed``).
 
@@ -139,12 +175,15 @@ def save_sparse(file: Any, params: Any, prunable: _pool.Prunable = None, *,
     >>> import io, jax.numpy as jnp
     >>> import optax_gsm
     >>> buf = io.BytesIO()
-    >>> nbytes = optax_gsm.save_sparse(buf, {"w": jnp.eye(3)})
+    >>> nbytes = optax_gsm.save_sparse(buf, {"w": [jnp.eye(2), jnp.eye(3)]})
     >>> _ = buf.seek(0)
-    >>> optax_gsm.load_sparse(buf)["w"].tolist()[1]
+    >>> optax_gsm.load_sparse(buf)["w"][1].tolist()[1]
     [0.0, 1.0, 0.0]
   """
+  skeleton = _skeleton(jax.tree_util.tree_map_with_path(
+      lambda path, _: _key(path), params))
   arrays = sparse_arrays(params, prunable)
+  arrays[_TREE] = np.asarray(json.dumps(skeleton))
   buf = io.BytesIO()
   (np.savez_compressed if compress else np.savez)(buf, **arrays)
   data = buf.getvalue()
@@ -156,35 +195,60 @@ def save_sparse(file: Any, params: Any, prunable: _pool.Prunable = None, *,
   return len(data)
 
 
-def load_sparse(file: Any) -> dict[str, Any]:
-  """Reads a :func:`save_sparse` file back into nested dicts of dense arrays.
+def _read_leaf(data: Any, name: str) -> jax.Array:
+  if name + "::dense" in data.files:
+    value = data[name + "::dense"]
+  else:
+    shape = tuple(int(s) for s in data[name + "::shape"])
+    values = data[name + "::values"]
+    value = np.zeros(int(np.prod(shape)), values.dtype)
+    value[data[name + "::indices"].astype(np.int64)] = values
+    value = value.reshape(shape)
+  if name + "::dtype" in data.files:
+    value = value.view(jnp.dtype(str(data[name + "::dtype"])))
+  return jnp.asarray(value)
+
+
+def _nested(leaves: dict[str, Any]) -> dict[str, Any]:
+  """Nested dicts from ``a/b/kernel`` names (files without a tree entry)."""
+  out: dict[str, Any] = {}
+  for name, value in leaves.items():
+    *parents, leaf = name.split(_SEP)
+    node = out
+    for part in parents:
+      node = node.setdefault(part, {})
+    node[leaf] = value
+  return out
+
+
+def load_sparse(file: Any) -> Any:
+  """Reads a :func:`save_sparse` file back into its tree of dense arrays.
 
   Args:
     file: a path or a binary file object.
 
   Returns:
-    The parameters as nested dicts of ``jax.Array``.
+    The parameters, ``jax.Array`` leaves in the tree that was saved.
+
+  Raises:
+    ValueError: naming the file, if it is not a :func:`save_sparse` file or
+      is corrupt.
   """
-  out: dict[str, Any] = {}
-  with np.load(file) as data:
-    names = sorted({name.rsplit("::", 1)[0] for name in data.files})
-    for name in names:
-      if name + "::dense" in data.files:
-        value = data[name + "::dense"]
-      else:
-        shape = tuple(int(s) for s in data[name + "::shape"])
-        values = data[name + "::values"]
-        value = np.zeros(int(np.prod(shape)), values.dtype)
-        value[data[name + "::indices"].astype(np.int64)] = values
-        value = value.reshape(shape)
-      if name + "::dtype" in data.files:
-        value = value.view(jnp.dtype(str(data[name + "::dtype"])))
-      node = out
-      *parents, leaf = name.split(_SEP)
-      for part in parents:
-        node = node.setdefault(part, {})
-      node[leaf] = jnp.asarray(value)
-  return out
+  where = (os.fspath(file) if isinstance(file, (str, os.PathLike))
+           else getattr(file, "name", "the file object"))
+  try:
+    with np.load(file) as data:
+      names = sorted({n.rsplit("::", 1)[0] for n in data.files if "::" in n})
+      leaves = {name: _read_leaf(data, name) for name in names}
+      if _TREE not in data.files:  # written before the tree was stored
+        return _nested(leaves)
+      return _rebuild(json.loads(str(data[_TREE])), leaves)
+  except FileNotFoundError:
+    raise
+  except (AttributeError, EOFError, IndexError, KeyError, OSError, TypeError,
+          ValueError, zipfile.BadZipFile, zlib.error) as e:
+    raise ValueError(f"load_sparse: {where} is not a save_sparse file, or "
+                     f"it is corrupt: {type(e).__name__}: {e}") from e
 
 
 def sparse_mlp_apply(model: models.MLP, params: Any, x: jax.Array

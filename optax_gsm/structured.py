@@ -13,14 +13,17 @@ returns a smaller dense model with the same outputs.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any, NamedTuple
 
+import flax.core
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
 from optax_gsm import _gsm
+from optax_gsm import _paths
 from optax_gsm import _pool
 from optax_gsm import _selection
 from optax_gsm import models
@@ -64,10 +67,8 @@ def _filter_masks(criterion: _gsm.Criterion, grads: Any, params: Any,
   if normalize_layers:
     per_filter = [s / jnp.maximum(jnp.linalg.norm(s), jnp.finfo(s.dtype).tiny)
                   for s in per_filter]
-  kept = _pool.num_kept(sum(s.size for s in per_filter), compression, density)
-  if isinstance(kept, int) and kept < 1:
-    raise ValueError(f"{where} would keep 0 filters; lower the compression "
-                     "or raise the density.")
+  kept = _pool.num_kept(sum(s.size for s in per_filter), compression, density,
+                        where, "filters")
   return _selection.top_k_masks(per_filter, kept, selection=selection)
 
 
@@ -138,10 +139,7 @@ def structured_gsm(
     flags = flags_of(params)
     leaves, treedef = jax.tree.flatten(params)
     filters = sum(jnp.shape(x)[-1] for x, f in zip(leaves, flags) if f)
-    kept = _pool.num_kept(filters, compression, density)
-    if isinstance(kept, int) and kept < 1:
-      raise ValueError(f"structured_gsm keeps floor({filters} filters * "
-                       "density) = 0 filters; raise the density.")
+    _pool.num_kept(filters, compression, density, "structured_gsm", "filters")
     return StructuredGSMState(
         count=jnp.zeros((), jnp.int32),
         active=treedef.unflatten([jnp.zeros((), jnp.uint32) if f
@@ -165,13 +163,17 @@ def structured_gsm(
 
 
 def _bias_index(paths: list[tuple], index: int) -> int | None:
-  """Index of the ``bias`` leaf beside the ``kernel`` leaf at ``index``."""
-  path = paths[index]
+  """Index of the ``bias`` leaf beside the ``kernel`` leaf at ``index``.
+
+  Paths are compared without an ``nnx.Variable``'s trailing ``.value``, so
+  ``nnx.State`` params pair up as dicts do.
+  """
+  path = _paths.clean(paths[index])
   if not path or getattr(path[-1], "key", None) != "kernel":
     return None
   want = path[:-1] + (jax.tree_util.DictKey("bias"),)
   for j, other in enumerate(paths):
-    if other == want:
+    if _paths.clean(other) == want:
       return j
   return None
 
@@ -312,7 +314,8 @@ def shrink(model: Any, params: Any) -> tuple[Any, Any]:
 
   Args:
     model: the Flax module.
-    params: its parameters, with or without the ``"params"`` collection key.
+    params: its parameters, with or without the ``"params"`` collection key;
+      a dict or a ``FrozenDict`` (returned as one).
 
   Returns:
     ``(small_model, small_params)``: ``small_model.apply(small_params, x)``
@@ -330,7 +333,7 @@ def shrink(model: Any, params: Any) -> tuple[Any, Any]:
     >>> small.features, small_params["params"]["Dense_1"]["kernel"].shape
     ((4, 3), (4, 3))
   """
-  wrapped = isinstance(params, dict) and set(params) == {"params"}
+  wrapped = isinstance(params, Mapping) and set(params) == {"params"}
   inner = params["params"] if wrapped else params
   if isinstance(model, models.MLP):
     names = [f"Dense_{i}" for i in range(len(model.features))]
@@ -345,7 +348,10 @@ def shrink(model: Any, params: Any) -> tuple[Any, Any]:
                     f"{type(model).__name__}.")
   new = {n: {k: jnp.asarray(v) for k, v in layer.items()}
          for n, layer in zip(names, layers)}
-  return small, ({"params": new} if wrapped else new)
+  new = {"params": new} if wrapped else new
+  if isinstance(params, flax.core.FrozenDict):
+    new = flax.core.freeze(new)
+  return small, new
 
 
 def num_filters(params: Any, prunable: _pool.Prunable = None) -> int:

@@ -101,15 +101,12 @@ def synflow(
   if not callable(apply_fn):
     raise TypeError(
         f"apply_fn must be callable, got {type(apply_fn).__name__}.")
-  if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
-    raise ValueError(f"rounds must be an int >= 1, got {rounds!r}.")
+  rounds = _pool.check_int("rounds", rounds, 1)
   _selection.check_selection(selection, traced_k=True)
   _pool.validate_ratio(compression, density)
   flags = _pool.pooled_flags(prunable, params, "synflow")
   pool_size = sum(x.size for x, f in zip(jax.tree.leaves(params), flags) if f)
-  final = int(_pool.num_kept(pool_size, compression, density))
-  if final < 1:
-    raise ValueError("synflow would keep 0 entries; lower the compression.")
+  final = int(_pool.num_kept(pool_size, compression, density, "synflow"))
   # Per-round counts N * (Q / N) ** (r / rounds), in float64 on the host;
   # the last is exactly Q.
   counts = [max(final, math.floor(pool_size * (final / pool_size) ** (
@@ -126,8 +123,8 @@ def synflow(
 
   def one_round(r, masks):
     masked = _pruning.apply_masks(params, tree_of(masks))
-    scores = _gsm.pool_scores("taylor", jax.grad(objective)(masked), masked,
-                              flags)
+    scores = _gsm.pool_scores("taylor", _gsm.float_grad(objective, masked),
+                              masked, flags)
     # A pruned entry scores -inf, so it never ties its way back in.
     scores = [jnp.where(m, s, -jnp.inf) for m, s in zip(masks, scores)]
     return _selection.top_k_masks(scores, counts[r], selection=selection)

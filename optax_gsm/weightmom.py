@@ -41,7 +41,7 @@ import optax
 from optax_gsm import _pool
 from optax_gsm import _pruning
 from optax_gsm import _selection
-from optax_gsm import baselines
+from optax_gsm import schedules
 
 _MAX_WINDOW = 32  # below-flags are the bits of a uint32
 
@@ -52,15 +52,6 @@ class WeightMomState(NamedTuple):
   masks: Any  # bool per pooled leaf (True = kept), None elsewhere
   ema: Any  # float32 EMA of |w| over checks per pooled leaf, None elsewhere
   history: Any  # uint32 per pooled entry: bit j = below at the j-th last check
-
-
-def _check_int(name: str, value: Any, low: int, high: int | None = None) -> int:
-  if isinstance(value, bool) or not isinstance(value, int):
-    raise TypeError(f"{name} must be an int, got {value!r}.")
-  if value < low or (high is not None and value > high):
-    bound = f"in [{low}, {high}]" if high is not None else f">= {low}"
-    raise ValueError(f"{name} must be {bound}, got {value}.")
-  return value
 
 
 def _scales(masks: list[jax.Array], sparsity_power: float,
@@ -139,7 +130,8 @@ def weightmom(
   is enforced by magnitude alone.
 
   Args:
-    final_density: kept fraction of the pool at the end, in (0, 1].
+    final_density: kept fraction of the pool at the end, in (0, 1]; ``init``
+      raises if it keeps no entry.
     begin_step: the first step that checks.
     end_step: the step where the schedule reaches ``final_density``.
     check_every: steps between checks.
@@ -180,13 +172,13 @@ def weightmom(
     Iterative Momentum-based pruning <https://arxiv.org/abs/2208.05970>`_,
     2022
   """
-  window = _check_int("window", window, 1, _MAX_WINDOW)
-  min_below = _check_int("min_below", min_below, 1, window)
-  check_every = _check_int("check_every", check_every, 1)
+  window = _pool.check_int("window", window, 1, _MAX_WINDOW)
+  min_below = _pool.check_int("min_below", min_below, 1, window)
+  check_every = _pool.check_int("check_every", check_every, 1)
   if not 0 <= ema_decay < 1:
     raise ValueError(f"ema_decay must lie in [0, 1), got {ema_decay!r}.")
   _selection.check_selection(selection, traced_k=True)
-  schedule = baselines.polynomial_density_schedule(
+  schedule = schedules.polynomial_density_schedule(
       final_density, begin_step, end_step, initial_density=initial_density,
       update_every=check_every, power=power)
   window_bits = jnp.uint32((1 << window) - 1)
@@ -196,6 +188,7 @@ def weightmom(
     if _pool.is_params_placeholder(params):
       return _pool.placeholder_state(WeightMomState)
     flags = _pool.pooled_flags(prunable, params, "weightmom")
+    _pool.check_final_density(params, flags, final_density, "weightmom")
     leaves, treedef = jax.tree.flatten(params)
     def per_leaf(make):
       return treedef.unflatten([make(jnp.shape(x)) if f else None
@@ -217,7 +210,7 @@ def weightmom(
     count = state.count
     due = (count >= begin_step) & ((count - begin_step) % check_every == 0)
     kept_target = _pool.num_kept(sum(x.size for x in pooled), None,
-                                 schedule(count))
+                                 schedule(count), "weightmom")
     first = count == begin_step
     force = count >= deadline
     old = (get(state.masks), get(state.ema), get(state.history))

@@ -255,3 +255,33 @@ def test_schedule_accepts_numpy_scalars():
   sched = optax_gsm.polynomial_density_schedule(np.float32(0.5), np.int64(0),
                                                 np.int64(10))
   assert float(sched(10)) == pytest.approx(0.5)
+
+
+def test_polynomial_density_schedule_lives_in_schedules_and_is_re_exported():
+  from optax_gsm import baselines, schedules  # pylint: disable=g-import-not-at-top
+  assert (optax_gsm.polynomial_density_schedule
+          is schedules.polynomial_density_schedule
+          is baselines.polynomial_density_schedule)
+  value = schedules.polynomial_density_schedule(0.1, 0, 10)(5)
+  assert value.dtype == jnp.float32 and not value.weak_type  # never cast
+
+
+def test_snip_leaves_an_integer_leaf_out_of_the_gradient():
+  params = {"w": jnp.array([[1.0, 2.0], [3.0, 4.0]]), "step": jnp.int32(3)}
+  batch = jnp.array([[3.0, 0.1], [1.0, 2.0]])
+  loss = lambda p, x: jnp.sum(p["w"] * x) * p["step"]
+  masks = optax_gsm.snip_masks(loss, params, batch, density=0.5)
+  assert masks["step"] is None
+  g_times_w = np.abs(3 * np.asarray(batch) * np.asarray(params["w"]))
+  np.testing.assert_array_equal(masks["w"], _np_top_k_mask([g_times_w], 2)[0])
+
+
+def test_gmp_raises_at_init_when_the_final_density_keeps_nothing():
+  with pytest.raises(ValueError, match=r"gmp keeps floor\(4 entries \* "
+                     r"final_density 0.1\) = 0 entries; raise the final_dens"):
+    optax_gsm.gmp(0.1, 0, 1, 1).init({"w": jnp.ones((2, 2))})
+  params = {"v": jnp.ones((100, 10)), "w": jnp.ones((16, 10))}
+  optax_gsm.gmp(0.005, 0, 1, 1).init(params)  # 5 of 1160 over the pool
+  with pytest.raises(ValueError, match=r"gmp at leaf \['w'\] keeps "
+                     r"floor\(160 entries \* final_density 0.005\) = 0"):
+    optax_gsm.gmp(0.005, 0, 1, 1, scope="layer").init(params)

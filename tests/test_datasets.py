@@ -3,6 +3,7 @@
 import gzip
 import os
 import struct
+import zlib
 
 import numpy as np
 import pytest
@@ -126,3 +127,24 @@ def test_real_fashion_mnist():
   assert test.images.shape == (10000, 28, 28)
   assert sorted(np.unique(train.labels).tolist()) == list(range(10))
   assert np.bincount(test.labels).tolist() == [1000] * 10
+
+
+def test_corrupt_gzip_body_names_the_file(tmp_path):
+  # A flipped byte in the deflate stream raises zlib.error, which used to
+  # escape bare, with no file name.
+  images = np.random.default_rng(0).integers(0, 256, (20, 8, 8), np.uint8)
+  body = bytearray(gzip.compress(_idx_bytes(images)))
+  hits = 0
+  for i in range(10, len(body) - 8):
+    bad = body.copy()
+    bad[i] ^= 0xFF
+    try:
+      gzip.decompress(bytes(bad))
+    except zlib.error:
+      path = _write(tmp_path / f"bad{i}-idx3-ubyte", bytes(bad))
+      with pytest.raises(ValueError, match=f"cannot read IDX file {path}"):
+        datasets.read_idx(path)
+      hits += 1
+    except (OSError, EOFError):
+      pass
+  assert hits > 0

@@ -1,6 +1,7 @@
 """Tests of the sparse export: BCOO, values+indices files, sparse inference."""
 
 import io
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -80,3 +81,46 @@ def test_bfloat16_round_trip_and_reserved_names(tmp_path):
     np.testing.assert_array_equal(loaded[name], params[name])
   with pytest.raises(ValueError, match="reserves"):
     optax_gsm.save_sparse(tmp_path / "x.npz", {"a/b": jnp.array([[0.0, 1.0]])})
+
+
+@pytest.mark.parametrize("tree", [
+    {"layers": [{"k": jnp.eye(3)}, {"k": jnp.eye(3)}]},
+    {"pair": (jnp.eye(2), jnp.ones(2)), "ints": {0: jnp.eye(2), 3: {}},
+     "empty": {}, "none": None, "list": []},
+    jnp.eye(3),
+    [jnp.eye(2), (jnp.ones(3), {"x": jnp.eye(2)})],
+])
+def test_save_sparse_round_trips_the_structure(tree):
+  buf = io.BytesIO()
+  optax_gsm.save_sparse(buf, tree)
+  buf.seek(0)
+  loaded = optax_gsm.load_sparse(buf)
+  assert (jax.tree.structure(loaded, is_leaf=lambda x: x is None)
+          == jax.tree.structure(tree, is_leaf=lambda x: x is None))
+  jax.tree.map(np.testing.assert_array_equal, loaded, tree)
+
+
+def test_save_sparse_rejects_other_containers():
+  class Pair(NamedTuple):
+    a: Any
+    b: Any
+  with pytest.raises(TypeError, match="got a Pair node"):
+    optax_gsm.save_sparse(io.BytesIO(), {"p": Pair(jnp.eye(2), jnp.eye(2))})
+
+
+def test_load_sparse_names_a_file_it_cannot_read(tmp_path):
+  good = io.BytesIO()
+  optax_gsm.save_sparse(good, {"w": jnp.eye(3)})
+  npy = tmp_path / "array.npy"
+  np.save(npy, np.eye(3))
+  other = tmp_path / "other.npz"
+  np.savez(other, a=np.ones(2), **{"a::shape": np.ones(2)})
+  junk = tmp_path / "junk.bin"
+  junk.write_bytes(b"not a zip file at all" * 10)
+  truncated = tmp_path / "truncated.npz"
+  truncated.write_bytes(good.getvalue()[:-40])
+  for path in (npy, other, junk, truncated):
+    with pytest.raises(ValueError, match=f"{path} is not a save_sparse file"):
+      optax_gsm.load_sparse(path)
+  with pytest.raises(FileNotFoundError):
+    optax_gsm.load_sparse(tmp_path / "missing.npz")

@@ -354,3 +354,38 @@ def test_static_ratio_floors_large_pools_exactly(pool_size):
   for compression in [1.5, 3, 7.3, 60, 125, 300]:
     assert _pool.num_kept(pool_size, compression, None) == ref.num_kept(
         pool_size, compression=compression)
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
+def test_injected_ratio_is_not_rounded_to_narrow_params(dtype):
+  # inject_hyperparams casts a Python float to the params' dtype: bf16 0.3 is
+  # 0.30078125, which kept 3007 of 10,000 instead of 3000. That cast is
+  # rejected; float32 values (our schedules) are not cast and count exactly.
+  params = {"w": jnp.ones((100, 100), dtype)}
+  with pytest.raises(TypeError, match=f"density has dtype {jnp.dtype(dtype)}"):
+    optax.inject_hyperparams(optax_gsm.gsm)(density=0.3).init(params)
+  schedule = optax.constant_schedule(0.3)
+  for density in (jnp.float32(0.3), optax_gsm.density_schedule(0.3, 0, 1),
+                  optax_gsm.checked_density_schedule(schedule, 2)):
+    opt = optax.inject_hyperparams(optax_gsm.gsm)(density=density)
+    state = opt.init(params)
+    for _ in range(2):
+      _, state = jax.jit(opt.update)(params, state, params)
+    assert int(state.inner_state.active["w"]) == ref.num_kept(
+        10_000, density=0.3) == 3000
+
+
+@pytest.mark.parametrize("pool_size", [1_000_000, 110_000_000, 1_000_000_000])
+@pytest.mark.parametrize("ratio", ["density", "compression"])
+def test_injected_ratio_stays_within_the_float32_bound(pool_size, ratio):
+  from optax_gsm import _pool  # the arithmetic alone, no such arrays
+  density = np.random.default_rng(pool_size).uniform(0.001, 1, 300)
+  values = density if ratio == "density" else 1 / density
+  kept = jax.jit(jax.vmap(lambda v: _pool.num_kept(
+      pool_size, *((None, v) if ratio == "density" else (v, None)))))(
+          jnp.asarray(values, jnp.float32))
+  want = np.array([ref.num_kept(pool_size, **{ratio: float(v)})
+                   for v in values])
+  # The README's bound: |Q - floor(N d)| <= 1 + 3 * 2**-24 * N * d.
+  assert np.all(np.abs(np.asarray(kept, np.int64) - want)
+                <= 1 + 3 * 2.0**-24 * want)

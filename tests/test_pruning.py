@@ -9,6 +9,7 @@ import pytest
 
 import numpy_reference as ref
 import optax_gsm
+from optax_gsm import _pool
 
 
 def model_params(rng, dtype=np.float32):
@@ -56,7 +57,7 @@ def test_prune_bad_input():
   params = {"w": jnp.ones((4, 4))}
   with pytest.raises(ValueError, match="exactly one of"):
     optax_gsm.prune(params)
-  with pytest.raises(ValueError, match="keep 0 entries"):
+  with pytest.raises(ValueError, match=r"= 0 entries; lower the compression"):
     optax_gsm.prune(params, compression=100)
   with pytest.raises(ValueError, match="prunable selects no leaf"):
     optax_gsm.prune({"b": jnp.ones(3)}, compression=2)
@@ -194,3 +195,105 @@ def test_prune_with_callable_criterion_needs_grads():
   with pytest.raises(ValueError, match="needs grads"):
     optax_gsm.prune({"w": jnp.ones((2, 2))}, density=0.5,
                     criterion=optax_gsm.taylor_score)
+
+
+# Review (issue 12) regressions: masks, None leaves and ratio checks.
+
+
+def test_keep_masked_takes_prunes_masks_when_params_hold_none():
+  # eqx.filter(model, eqx.is_array) leaves None where a field is no array.
+  params = {"w": jnp.array([[1.0, -4.0], [0.5, 3.0]]), "b": None}
+  pruned, masks = optax_gsm.prune(params, compression=2)
+  assert masks["b"] is None
+  opt = optax.chain(optax.sgd(0.1), optax_gsm.keep_masked(masks))
+  grads = {"w": jnp.ones((2, 2)), "b": None}
+  updates, _ = opt.update(grads, opt.init(pruned), pruned)
+  new = optax.apply_updates(pruned, updates)
+  keep = np.abs(np.asarray(params["w"])) >= 3
+  np.testing.assert_allclose(new["w"], np.where(keep, np.asarray(params["w"])
+                                                - 0.1, 0.0))
+  assert new["b"] is None
+  np.testing.assert_array_equal(
+      optax_gsm.apply_masks(params, masks)["w"], pruned["w"])
+  with pytest.raises(ValueError, match="None"):  # a mask for a None leaf
+    optax_gsm.keep_masked({"w": masks["w"], "b": jnp.ones(2, bool)}).init(
+        pruned)
+
+
+def test_keep_masked_under_map_params():
+  pruned, masks = optax_gsm.prune({"w": jnp.array([[1.0, -4.0], [0.5, 3.0]])},
+                                  compression=2)
+  opt = optax.chain(optax.sgd(0.1, momentum=0.9),
+                    optax_gsm.keep_masked(masks))
+  state = optax.tree.map_params(opt, lambda x: x.astype(jnp.bfloat16),
+                                opt.init(pruned))
+  assert state[0][0].trace["w"].dtype == jnp.bfloat16
+  params = jax.tree.map(lambda x: x.astype(jnp.bfloat16), pruned)
+  updates, _ = opt.update(jax.tree.map(jnp.ones_like, params), state, params)
+  new = optax.apply_updates(params, updates)
+  np.testing.assert_array_equal(np.asarray(new["w"], np.float32) == 0,
+                                ~np.asarray(masks["w"]))
+
+
+def test_apply_masks_does_not_broadcast():
+  params = {"w": jnp.ones((3, 4))}
+  with pytest.raises(ValueError, match="not broadcast"):
+    optax_gsm.apply_masks(params, {"w": jnp.array([True, False, True, False])})
+  mask = np.random.default_rng(0).random((3, 4)) < 0.5
+  np.testing.assert_array_equal(
+      optax_gsm.apply_masks(params, {"w": jnp.asarray(mask)})["w"],
+      mask.astype(np.float32))
+
+
+@pytest.mark.parametrize("ratio, error, match", [
+    ({"compression": float("inf")}, ValueError, "compression must be finite"),
+    ({"compression": 10**400}, ValueError, "compression must be finite"),
+    ({"compression": jnp.array(jnp.inf)}, ValueError, "must be finite"),
+    ({"density": float("nan")}, ValueError, "density must be finite"),
+    ({"density": True}, TypeError, "density must be a number"),
+    ({"compression": True}, TypeError, "compression must be a number"),
+    ({"compression": np.bool_(True)}, TypeError, "compression must be a"),
+    ({"density": "0.5"}, TypeError, "density must be a number"),
+    ({"density": jnp.full(2, 0.5)}, TypeError, "density must be a number"),
+    ({"density": jnp.bfloat16(0.5)}, TypeError, "density has dtype bfloat16"),
+    ({"density": np.float16(0.5)}, TypeError, "density has dtype float16"),
+])
+def test_bad_ratio_raises_at_construction(ratio, error, match):
+  with pytest.raises(error, match=match):
+    optax_gsm.gsm(**ratio)
+  with pytest.raises(error, match=match):
+    optax_gsm.prune({"w": jnp.ones((4, 4))}, **ratio)
+  with pytest.raises(error, match=match):
+    optax_gsm.hard_prune_at(0, **ratio)
+
+
+def test_concrete_array_ratio_giving_q_zero_raises():
+  params = {"w": jnp.ones((10, 10))}
+  with pytest.raises(ValueError, match=r"floor\(100 entries / compression "
+                     r"200\) = 0 entries; lower the compression"):
+    optax_gsm.prune(params, compression=jnp.float32(200.0))
+  opt = optax.inject_hyperparams(optax_gsm.gsm)(density=0.001)
+  with pytest.raises(ValueError, match=r"density 0.001\) = 0 entries"):
+    opt.init(params)
+  # Eager update with a concrete array raises too; under jit it cannot, and
+  # Q = 0 masks the whole pool (as documented).
+  tx = optax_gsm.gsm(density=jnp.float32(0.5))
+  state = tx.init(params)
+  with pytest.raises(ValueError, match="= 0 entries"):
+    optax_gsm.gsm(density=jnp.float32(0.001)).update(params, state, params)
+  updates, _ = jax.jit(lambda d: optax_gsm.gsm(density=d).update(
+      params, state, params))(jnp.float32(0.001))
+  assert not np.any(updates["w"])
+
+
+def test_numpy_float32_density_keeps_what_jnp_float32_keeps():
+  params = {"w": jnp.arange(1.0, 101.0).reshape(10, 10)}
+  expected = ref.num_kept(100, density=0.29)
+  assert expected == 29
+  for density in (0.29, np.float32(0.29), jnp.float32(0.29),
+                  np.array(0.29, np.float32), np.float64(0.29)):
+    _, masks = optax_gsm.prune(params, density=density)
+    assert int(masks["w"].sum()) == expected, density
+  with jax.enable_x64(True):  # float64 arithmetic, the float32 ratio's ulps
+    assert int(_pool.num_kept(100, None, jnp.float32(0.29))) == expected
+    assert int(_pool.num_kept(100, None, jnp.float64(0.29))) == expected

@@ -55,7 +55,8 @@ def test_injected_schedule_moves_q_every_step_with_one_compile():
 
 def test_checked_schedule_rejects_out_of_range():
   good = optax_gsm.density_schedule(0.1, 0, 10)
-  assert optax_gsm.checked_density_schedule(good, 100) is good
+  checked = optax_gsm.checked_density_schedule(good, 100)
+  assert float(checked(5)) == float(good(5))
   for bad, step in ((optax.linear_schedule(1.0, -1.0, 10), 5),
                     (optax.constant_schedule(1.5), 0),
                     (lambda t: jnp.where(t < 3, 0.5, jnp.nan), 3)):
@@ -73,3 +74,17 @@ def test_runtime_check_raises_inside_jit():
   with pytest.raises(Exception, match="density 0 at step 7"):
     f(7).block_until_ready()
     jax.effects_barrier()
+
+
+def test_checked_schedule_takes_numpy_ints_and_returns_uncast_float32():
+  # density_schedule takes NumPy ints; checked_density_schedule now does too.
+  sched = optax_gsm.checked_density_schedule(
+      optax.linear_schedule(1.0, 0.5, 10), np.int64(100))
+  value = sched(5)
+  assert float(value) == pytest.approx(0.75)
+  assert value.dtype == jnp.float32 and not value.weak_type
+  for bad in (True, 2.5):
+    with pytest.raises(TypeError, match="num_steps must be an int"):
+      optax_gsm.checked_density_schedule(sched, bad)
+  with pytest.raises(TypeError, match="final_density must be a number"):
+    optax_gsm.density_schedule(True, 0, 10)

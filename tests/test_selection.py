@@ -196,3 +196,23 @@ def test_ordered_key_is_monotone():
   assert keys.dtype == np.uint32
   assert np.all(np.diff(keys[1:].astype(np.int64)) >= 0)
   assert keys[0] < keys[1] and keys[4] == keys[5]
+
+
+@pytest.mark.parametrize("selection", _selection.SELECTIONS)
+def test_k_must_be_an_integer_and_all_methods_agree_on_range(selection):
+  scores = [jnp.asarray(np.random.default_rng(0).random(5), jnp.float32)]
+  for k in (2.5, 0.5, jnp.float32(3.0), True, jnp.ones(2, jnp.int32)):
+    with pytest.raises(TypeError, match="k must be an int"):
+      top_k_masks(scores, k, selection=selection)
+  for k in (0, 6, jnp.uint32(3_000_000_000), np.int64(-1)):
+    with pytest.raises(ValueError, match="must lie in"):
+      top_k_masks(scores, k, selection=selection)
+  for k in (1, np.int64(3), jnp.int32(4), jnp.uint8(5)):  # concrete: exact
+    np.testing.assert_array_equal(top_k_masks(scores, k, selection=selection)[0],
+                                  ref.top_k_flat(scores, int(k))[0])
+  if selection == "top_k":
+    return  # static k only
+  traced = jax.jit(lambda k: top_k_masks(scores, k, selection=selection)[0])
+  for k, want in ((jnp.uint32(3_000_000_000), 5), (jnp.int32(-7), 0),
+                  (jnp.int32(3), 3), (jnp.uint8(200), 5)):
+    np.testing.assert_array_equal(traced(k), ref.top_k_flat(scores, want)[0])

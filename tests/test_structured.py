@@ -128,3 +128,20 @@ def test_structured_gsm_takes_an_injected_density_schedule():
     kept = np.asarray(updates["k"]).any(0)
     assert kept.sum() == active[-1] and kept[-active[-1]:].all()
   assert active == [8, 6, 4, 2, 2]
+
+
+def test_shrink_takes_a_frozen_dict():
+  import flax  # pylint: disable=g-import-not-at-top
+  model = models.MLP((8, 3))
+  params = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 4)))
+  pool = {"params": {"Dense_0": {"kernel": True, "bias": False},
+                     "Dense_1": False}}
+  pruned, _ = optax_gsm.structured_prune(params, density=0.5, prunable=pool)
+  small, small_params = optax_gsm.shrink(model, flax.core.freeze(pruned))
+  assert small.features == (4, 3)
+  assert isinstance(small_params, flax.core.FrozenDict)
+  x = jax.random.normal(jax.random.key(1), (5, 4))
+  np.testing.assert_allclose(small.apply(small_params, x),
+                             model.apply(pruned, x), atol=1e-6)
+  _, inner = optax_gsm.shrink(model, flax.core.freeze(pruned["params"]))
+  assert set(inner) == {"Dense_0", "Dense_1"}

@@ -78,3 +78,17 @@ def test_pruned_entries_do_not_come_back_in_later_rounds():
                                rounds=2)
   np.testing.assert_array_equal(masks["a"], [[False, True], [False, True]])
   np.testing.assert_array_equal(masks["b"], [[True], [True]])
+
+
+def test_an_integer_leaf_is_left_out_of_the_gradient():
+  # A step counter beside the params: jax.grad over it used to raise.
+  params = _params()
+  with_step = {**params, "step": jnp.int32(7)}
+  apply = lambda p, x: MODEL.apply({"params": p["params"]}, x)
+  _, masks = optax_gsm.synflow(apply, with_step, SHAPE, density=0.1,
+                               rounds=5)
+  _, want = optax_gsm.synflow(MODEL.apply, params, SHAPE, density=0.1,
+                              rounds=5)
+  assert masks["step"] is None
+  jax.tree.map(np.testing.assert_array_equal, {"params": masks["params"]},
+               want)

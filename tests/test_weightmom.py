@@ -130,3 +130,9 @@ def test_needs_params():
   p = {"w": jnp.ones((2, 2))}
   with pytest.raises(ValueError, match="needs params"):
     tx.update(p, tx.init(p))
+
+
+def test_raises_at_init_when_the_final_density_keeps_nothing():
+  with pytest.raises(ValueError, match=r"weightmom keeps floor\(4 entries \* "
+                     r"final_density 0.1\) = 0 entries"):
+    optax_gsm.weightmom(0.1, 0, 1, 1).init({"w": jnp.ones((2, 2))})

@@ -1,0 +1,80 @@
+"""Leaf paths that read the same for dicts, Linen params and ``nnx.State``.
+
+A Flax NNX ``nnx.Variable`` (``nnx.Param``, and the ``OptVariable`` that
+``nnx.Optimizer`` keeps) flattens to its array under the key ``.value``, so
+``nnx.state(model, nnx.Param)`` gives paths such as ``l1/kernel/value``,
+while the pure arrays ``nnx.Optimizer`` hands to ``tx.update`` give
+``l1/kernel``. Dropping that last key makes the two, and a plain dict of the
+same layout, name every leaf alike.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+
+_VALUE = jax.tree_util.GetAttrKey("value")
+
+
+def _is_none(x: Any) -> bool:
+  return x is None
+
+
+def clean(path: tuple) -> tuple:
+  """``path`` without the trailing ``.value`` of an ``nnx.Variable``."""
+  return path[:-1] if path and path[-1] == _VALUE else path
+
+
+def name(path: tuple, *, drop_collection: bool = False) -> str:
+  """A leaf's name, e.g. ``l1/kernel``, as ``keystr(simple=True)`` writes it.
+
+  Args:
+    path: a key path from ``jax.tree_util.tree_flatten_with_path``.
+    drop_collection: also drop a leading ``params`` key (Linen's collection).
+
+  Returns:
+    The keys of the cleaned path joined by ``/``.
+
+  Example:
+    >>> import jax
+    >>> path = (jax.tree_util.DictKey("l1"), jax.tree_util.DictKey("kernel"),
+    ...         jax.tree_util.GetAttrKey("value"))
+    >>> name(path)
+    'l1/kernel'
+  """
+  path = clean(path)
+  if drop_collection and path and path[0] == jax.tree_util.DictKey("params"):
+    path = path[1:]
+  return jax.tree_util.keystr(path, simple=True, separator="/")
+
+
+def align(masks: Any, params: Any) -> Any:
+  """``masks`` rearranged into the structure of ``params``, matched by path.
+
+  Masks built on ``nnx.state(model, nnx.Param)`` hold ``nnx.Variable``
+  wrappers (or are a pure dict from ``nnx.to_pure_dict``) while
+  ``nnx.Optimizer`` passes ``tx.update`` pure arrays in an ``nnx.State``: the
+  leaves are the same, the containers are not. Each mask (``None`` included)
+  is matched to the leaf of ``params`` with the same cleaned path. Trees of
+  one structure are returned unchanged; if the paths do not match either,
+  ``masks`` is returned as it is, for the caller's own check to report.
+
+  Args:
+    masks: bool arrays, or ``None`` for leaves left alone.
+    params: the tree the masks stand for.
+
+  Returns:
+    A tree of ``params``' structure (``None`` as a leaf) holding the masks.
+  """
+  if (jax.tree.structure(masks, is_leaf=_is_none)
+      == jax.tree.structure(params, is_leaf=_is_none)):
+    return masks
+  by_path = {clean(p): m for p, m in
+             jax.tree_util.tree_flatten_with_path(masks, is_leaf=_is_none)[0]}
+  flat, treedef = jax.tree_util.tree_flatten_with_path(params,
+                                                       is_leaf=_is_none)
+  paths = [clean(p) for p, _ in flat]
+  if len(by_path) != len(flat) or set(paths) != set(by_path):
+    return masks
+  return treedef.unflatten([by_path[p] for p in paths])
