@@ -38,10 +38,10 @@ from paper_train import Trainer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VARIANTS = {
-    "wd1e-4": dict(weight_decay=1e-4, prune_at=None),
-    "wd_exp6": dict(weight_decay="exp6", prune_at=None),
-    "wd1e-4_prune": dict(weight_decay=1e-4, prune_at=160 / 280),
-    "wd_exp6_prune": dict(weight_decay="exp6", prune_at=160 / 280),
+    "wd1e-4": dict(weight_decay=1e-4, prune=False),
+    "wd_exp6": dict(weight_decay="exp6", prune=False),
+    "wd1e-4_prune": dict(weight_decay=1e-4, prune=True),
+    "wd_exp6_prune": dict(weight_decay="exp6", prune=True),
 }
 
 
@@ -83,14 +83,14 @@ def dense_base(cfg, trainer, data, cache_path) -> Any:
   return params
 
 
-def optimizer(variant: dict[str, Any], lr, steps: int, ratio: float,
-              weight_decay: float) -> optax.GradientTransformation:
+def optimizer(variant: dict[str, Any], lr, prune_step: int | None,
+              ratio: float, weight_decay: float
+              ) -> optax.GradientTransformation:
   parts = [optax_gsm.gsm(ratio),
            optax.adamw(lr, weight_decay=weight_decay,
                        mask=optax_gsm.default_prunable)]
-  if variant["prune_at"] is not None:
-    parts.append(optax_gsm.hard_prune_at(round(variant["prune_at"] * steps),
-                                         ratio))
+  if variant["prune"]:
+    parts.append(optax_gsm.hard_prune_at(prune_step, ratio))
   return optax.chain(*parts)
 
 
@@ -113,7 +113,8 @@ def run_variant(name, cfg, trainer, base, args, steps) -> dict[str, Any]:
           val=trainer.accuracy(params, "val"),
           val_pruned=trainer.accuracy(pruned, "val")))
 
-  opt = optimizer(variant, lr, steps, ratio, wd)
+  prune_step = protocol.lossless_prune_step(cfg, steps)
+  opt = optimizer(variant, lr, prune_step, ratio, wd)
   trained, _, wall = trainer.train(
       (name,), opt, base, steps, np.random.default_rng([0, 7]),
       f"adamw {name}", callback=watch)
@@ -122,7 +123,7 @@ def run_variant(name, cfg, trainer, base, args, steps) -> dict[str, Any]:
              compression=ratio,
              exponent=optax_gsm.passive_decay_exponent(
                  lr, steps, weight_decay=wd, decoupled=True),
-             prune_at=variant["prune_at"],
+             prune_step=prune_step if variant["prune"] else None,
              val_before=trainer.accuracy(trained, "val"),
              val_after=trainer.accuracy(pruned, "val"),
              test_after=trainer.accuracy(pruned, "test"),

@@ -6,9 +6,9 @@ learning-rate schedule:
 
 * ``gsm``: the paper's GSM (``optax_gsm.gsm_sgd``, momentum 0.99), then a hard
   global magnitude prune, no fine-tuning (gsm.md section 6);
-* ``gsm_lossless``: GSM with our two options (``score_decay``: rank by a moving
-  average of the Taylor score; ``prune_step``: the hard prune at the first
-  learning-rate decay, mask held for the rest of the same schedule);
+* ``gsm_lossless``: GSM with our option ``prune_step`` (docs/lossless.md):
+  the hard prune at the first learning-rate decay, the mask held for the rest
+  of the same schedule (``score_decay`` stays off; it lost on validation);
 * ``magnitude_ft``: one-shot global magnitude prune, fine-tuned with the mask
   held (``prune`` + ``keep_masked``);
 * ``gmp`` / ``gmp_layer``: gradual magnitude pruning, Zhu & Gupta's cubic
@@ -160,17 +160,6 @@ def layer_density(params_or_masks: Any) -> dict[str, float]:
           leaf.density for leaf in report.leaves}
 
 
-def _prune_share(params: Any, ratio: float) -> float:
-  """Share of the pool's squared norm that a hard prune would remove now."""
-  pruned, masks = optax_gsm.prune(params, ratio)
-  pool = [(w, p) for w, p, m in zip(
-      jax.tree.leaves(params), jax.tree.leaves(pruned),
-      jax.tree.leaves(masks, is_leaf=lambda x: x is None)) if m is not None]
-  total = sum(jnp.sum(jnp.square(w.astype(jnp.float32))) for w, _ in pool)
-  kept = sum(jnp.sum(jnp.square(p.astype(jnp.float32))) for _, p in pool)
-  return 1.0 - kept / total
-
-
 class Base:
   """A seed's initial and dense-trained params, cached on disk."""
 
@@ -273,9 +262,8 @@ def run_model(model_name: str, seed: int, data: dict[str, Any], cfg: Config,
         continue
       options = {}
       if method == "gsm_lossless":
-        options = dict(score_decay=cfg.lossless_score_decay, prune_step=(
-            None if cfg.lossless_prune_at is None
-            else round(cfg.lossless_prune_at * K)))
+        options = dict(score_decay=cfg.lossless_score_decay,
+                       prune_step=protocol.lossless_prune_step(cfg, K))
       opt = optax_gsm.gsm_sgd(
           lr, ratio, momentum=cfg.gsm_momentum, nesterov=cfg.gsm_nesterov,
           weight_decay=eta, weight_decay_mask=optax_gsm.default_prunable,
@@ -286,7 +274,7 @@ def run_model(model_name: str, seed: int, data: dict[str, Any], cfg: Config,
 
       def watch(step, params, _, r=ratio, h=history):
         if step % every == 0 or step == K:
-          h.append(dict(step=step, prune_share=float(_prune_share(params, r))))
+          h.append(dict(step=step, prune_share=float(optax_gsm.prune_share(params, r))))
 
       rng_m = np.random.default_rng([seed, int(ratio), 1])
       trained, _, wall = trainer.train((method, ratio, K), opt, base, K,

@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+import optax_gsm
 from optax_gsm import datasets
 from optax_gsm import models
 
@@ -77,8 +78,8 @@ class Config:
   # The lossless option (ours), chosen on the validation split
   # (docs/lossless.md): optax_gsm.gsm_sgd's prune_step at the first lr decay
   # (a fraction of the GSM phase), and its score_decay.
-  lossless_score_decay: float = 0.0
-  lossless_prune_at: float | None = 160 / 280
+  lossless_score_decay: float | None = None
+  lossless_prune_at_first_decay: bool = True
   snip_batch: int = 256
   validation: int = 5000
   train_subset: int | None = None
@@ -168,12 +169,20 @@ def gsm_schedule(cfg: Config, steps: int, train_size: int) -> optax.Schedule:
 
 
 def gsm_weight_decay(cfg: Config, steps: int, train_size: int) -> float:
-  """eta: fixed (paper), or with sum_k lr_k * eta / (1 - beta) = exponent."""
+  """eta: fixed (paper), or sized by ``optax_gsm.weight_decay_for`` so that a
+  passive weight decays by exp(-gsm_decay_exponent) over the run (short)."""
   if cfg.gsm_weight_decay is not None:
     return cfg.gsm_weight_decay
-  schedule = gsm_schedule(cfg, steps, train_size)
-  lr_sum = float(sum(schedule(k) for k in range(steps)))
-  return cfg.gsm_decay_exponent * (1 - cfg.gsm_momentum) / lr_sum
+  return optax_gsm.weight_decay_for(
+      gsm_schedule(cfg, steps, train_size), steps,
+      momentum=cfg.gsm_momentum, exponent=cfg.gsm_decay_exponent)
+
+
+def lossless_prune_step(cfg: Config, steps: int) -> int | None:
+  """``gsm_sgd``'s ``prune_step`` for ``gsm_lossless``: the first lr decay."""
+  if not cfg.lossless_prune_at_first_decay:
+    return None
+  return round(min(cfg.gsm_drops) * steps)
 
 
 def load_data(cfg: Config, data_dir: str) -> dict[str, Any]:

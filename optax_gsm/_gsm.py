@@ -103,6 +103,9 @@ def _check_score_decay(score_decay: Any) -> Any:
   if score_decay is None:
     return None
   if isinstance(score_decay, (jax.Array, np.ndarray)):
+    if jnp.shape(score_decay) == () and jnp.issubdtype(score_decay.dtype,
+                                                       jnp.integer):
+      score_decay = score_decay.astype(jnp.float32)  # an injected int 0
     if jnp.shape(score_decay) != () or not jnp.issubdtype(
         score_decay.dtype, jnp.floating):
       raise TypeError("score_decay must be a number in [0, 1) or a scalar "
@@ -410,8 +413,8 @@ def gsm_sgd(
     prunable: the pool, as in :func:`gsm`.
     criterion: the importance score, as in :func:`gsm`.
     selection: the top-Q method, as in :func:`gsm`.
-    score_decay: rank by a moving average of the score (our extension; 0,
-      the default, is the paper's GSM), as in :func:`gsm`.
+    score_decay: rank by a moving average of the score (our extension;
+      ``None``, the default, is the paper's GSM), as in :func:`gsm`.
     prune_step: if given, the hard prune happens inside training at this
       update (our extension, :func:`optax_gsm.hard_prune_at`): the Q
       largest weights are kept, the rest set to exactly 0 and held there.

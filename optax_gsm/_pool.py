@@ -181,12 +181,13 @@ def num_kept(pool_size: int, compression: Any, density: Any,
              name: str | None = None) -> Any:
   """Q = floor(pool_size / compression) or floor(pool_size * density).
 
-  Python and NumPy numbers are exact (fractions of their binary values);
-  arrays (injected hyperparameters) are computed in float32, or float64 with
-  x64, whatever their dtype. A product within 4 ulps of the ratio's own
-  precision (and within 0.001) of an integer counts as that integer, so
-  ``density=0.29`` (or ``np.float32(0.29)``) keeps 29 of 100, ``1/N`` keeps 1
-  and a schedule's 0.25 arriving as 0.24999997 keeps N/4.
+  Numbers and concrete arrays are exact (fractions of their binary values),
+  so ``0.9``, ``np.float32(0.9)`` and ``jnp.float32(0.9)`` keep the same Q,
+  jitted or not; traced arrays (injected hyperparameters) are computed in
+  float32, or float64 with x64, whatever their dtype. A product within 4 ulps
+  of the ratio's own precision (relative to Q, at most 1/2) of an integer
+  counts as that integer, so ``density=0.29`` keeps 29 of 100, ``1/N`` keeps
+  1 and a schedule's 0.25 arriving as 0.24999997 keeps N/4.
 
   Args:
     pool_size: N, the number of prunable entries (or filters).
@@ -197,30 +198,28 @@ def num_kept(pool_size: int, compression: Any, density: Any,
     name: the ratio's argument name, for the error (default: its own).
 
   Returns:
-    An int, or a uint32 array when the ratio is an array (clipped to
-    [0, N] when traced).
+    An int, or a uint32 array clipped to [0, N] when the ratio is traced.
 
   Raises:
     ValueError: if Q is concrete and 0.
   """
   default_name, value = _ratio(compression, density)
   name = name or default_name
-  exact = isinstance(value, numbers.Real)
-  wide = np.float64 if exact else jnp.result_type(float)
-  dtype = getattr(value, "dtype", wide)
+  dtype = getattr(value, "dtype", np.float64)
   eps = float(jnp.finfo(dtype if jnp.issubdtype(dtype, jnp.floating)
-                        else wide).eps)
-  if exact:
+                        else jnp.result_type(float)).eps)
+  if not isinstance(value, jax.core.Tracer):  # numbers and concrete arrays
     ratio = fractions.Fraction(float(value))
     kept = pool_size / ratio if density is None else pool_size * ratio
-    tol = min(4 * fractions.Fraction(float(eps)) * max(1, kept),
-              fractions.Fraction(1, 1000))
+    tol = min(4 * fractions.Fraction(eps) * max(1, kept),
+              fractions.Fraction(1, 2))
     q = round(kept) if abs(kept - round(kept)) <= tol else math.floor(kept)
+    q = min(q, pool_size)
   else:
     value = jnp.asarray(value, jnp.result_type(float))
     size = jnp.asarray(pool_size, value.dtype)
     kept = size / value if density is None else size * value
-    tol = jnp.minimum(4 * eps * jnp.maximum(1.0, kept), 1e-3)
+    tol = jnp.minimum(4 * eps * jnp.maximum(1.0, kept), 0.5)
     kept = jnp.where(jnp.abs(kept - jnp.round(kept)) <= tol, jnp.round(kept),
                      jnp.floor(kept))
     q = jnp.clip(kept, 0, size).astype(jnp.uint32)

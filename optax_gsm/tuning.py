@@ -89,7 +89,8 @@ def _learning_rates(learning_rate: Any, steps: int) -> np.ndarray:
   elif callable(learning_rate):
     try:  # optax schedules are jnp functions of the count: one program
       rates = jax.jit(jax.vmap(learning_rate))(jnp.arange(steps))
-    except jax.errors.JAXTypeError:  # Python control flow on the count
+    except Exception:  # pylint: disable=broad-except
+      # Python control flow or indexing on the count: call it step by step.
       rates = [learning_rate(k) for k in range(steps)]
     rates = np.asarray(rates, np.float64)
     if rates.shape != (steps,):

@@ -196,7 +196,7 @@ def test_injected_gsm_sgd_without_options_keeps_the_papers_state():
 
 @pytest.mark.parametrize("bad,error", [
     (jnp.float32(1.0), ValueError), (jnp.ones(2) * 0.5, TypeError),
-    (jnp.int32(0), TypeError)])
+    (jnp.bool_(True), TypeError)])
 def test_bad_array_score_decay(bad, error):
   with pytest.raises(error, match="score_decay"):
     optax_gsm.gsm(compression=2, score_decay=bad)
@@ -208,3 +208,17 @@ def test_bad_array_score_decay(bad, error):
 def test_bad_array_prune_step(bad, error):
   with pytest.raises(error, match="step"):
     optax_gsm.hard_prune_at(bad, compression=2)
+
+
+def test_injected_integer_score_decay_zero_is_the_papers_mask():
+  params, grads = _trees(5, 3)
+  opt = optax.inject_hyperparams(optax_gsm.gsm)(compression=4.0,
+                                                score_decay=0)
+  keys = ["a", "b", "c"]
+  p = dict(zip(keys, map(jnp.asarray, params)))
+  g = dict(zip(keys, map(jnp.asarray, grads[0])))
+  got, _ = opt.update(g, opt.init(p), p)
+  want, _ = optax_gsm.gsm(compression=4.0).update(
+      g, optax_gsm.gsm(compression=4.0).init(p), p)
+  for k in keys:
+    np.testing.assert_array_equal(got[k], want[k])

@@ -43,7 +43,7 @@ def test_quick_run_writes_sane_results(tmp_path):
     assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
   text = doc.read_text()
   assert "prose kept" in text and paper.TABLE_BEGIN in text
-  assert "| gsm | LeNet-5 | 300x |" in text and "Claims check" in text
+  assert "| LeNet-5 300x | quick x1 |" in text and "Claims check" in text
   # Rewriting the block replaces it rather than appending a second one.
   paper.write_doc(str(doc), "new table")
   assert doc.read_text().count(paper.TABLE_BEGIN) == 1

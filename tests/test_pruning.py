@@ -1,5 +1,7 @@
 """Tests of prune(), keep_masked(), apply_masks() and sparsity_report()."""
 
+import math
+
 import jax
 import jax.numpy as jnp
 import ml_dtypes
@@ -297,3 +299,29 @@ def test_numpy_float32_density_keeps_what_jnp_float32_keeps():
   with jax.enable_x64(True):  # float64 arithmetic, the float32 ratio's ulps
     assert int(_pool.num_kept(100, None, jnp.float32(0.29))) == expected
     assert int(_pool.num_kept(100, None, jnp.float64(0.29))) == expected
+
+
+def test_concrete_array_ratio_giving_q_zero_raises_under_jit_too():
+  """A concrete array closed over by a jitted function is not traced: its
+  Q is known, so Q = 0 raises there as it does eagerly."""
+  params = {"w": jnp.ones((10, 10))}
+  ratio = jnp.float32(200.)
+  with pytest.raises(ValueError, match="= 0"):
+    jax.jit(lambda q: optax_gsm.prune(q, compression=ratio))(params)
+  with pytest.raises(ValueError, match="= 0"):
+    jax.jit(lambda q: optax_gsm.prune_share(q, compression=ratio))(params)
+
+
+@pytest.mark.parametrize("pool,density", [
+    (50_000, 0.9), (266_200, 0.21), (100_000, 0.25), (100, 0.29)])
+def test_float32_ratio_keeps_the_same_q_whatever_its_container(pool, density):
+  """NumPy and JAX float32 scalars, eager or under jit, keep what the Python
+  float keeps: floor(N d) of the intended d."""
+  from optax_gsm import _pool  # pylint: disable=g-import-not-at-top
+  want = _pool.num_kept(pool, None, density)
+  assert want == math.floor(pool * density + 1e-9)
+  for value in (np.float32(density), jnp.float32(density),
+                np.array(density, np.float32)):
+    assert _pool.num_kept(pool, None, value) == want
+  assert int(jax.jit(lambda d: _pool.num_kept(pool, None, d))(
+      jnp.float32(density))) == want

@@ -217,3 +217,10 @@ def test_decoupled_decay_matches_a_simulated_adamw_passive_weight():
 def test_decoupled_bad_input(kwargs, error, match):
   with pytest.raises(error, match=match):
     optax_gsm.weight_decay_for(0.01, 100, **kwargs)
+
+
+def test_a_python_schedule_that_indexes_by_the_count_works():
+  table = {k: 1e-2 if k < 50 else 1e-3 for k in range(100)}
+  e = optax_gsm.passive_decay_exponent(lambda k: table[int(k)], 100,
+                                       momentum=0.9, weight_decay=0.1)
+  assert e == pytest.approx((50 * 1e-2 + 50 * 1e-3) * 0.1 / 0.1)
