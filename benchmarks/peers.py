@@ -203,19 +203,19 @@ class TorchStep:
     self.opt = torch.optim.SGD(self.params, lr=lr, momentum=momentum,
                                weight_decay=weight_decay, nesterov=False)
 
-  @torch.no_grad()
   def masks(self) -> tuple[list[Any], Any]:
-    return official_masks([self.params[i] for i in self.pool],
-                          [self.raw_grads[i] for i in self.pool], self.nz)
+    with torch.no_grad():  # torch may be absent: no decorator at import
+      return official_masks([self.params[i] for i in self.pool],
+                            [self.raw_grads[i] for i in self.pool], self.nz)
 
-  @torch.no_grad()
   def __call__(self) -> None:
-    if self.nz is not None:
-      masks, _ = self.masks()
-      for i, mask in zip(self.pool, masks):
-        self.params[i].grad = self.raw_grads[i] * mask.to(
-            self.raw_grads[i].dtype)
-    self.opt.step()
+    with torch.no_grad():
+      if self.nz is not None:
+        masks, _ = self.masks()
+        for i, mask in zip(self.pool, masks):
+          self.params[i].grad = self.raw_grads[i] * mask.to(
+              self.raw_grads[i].dtype)
+      self.opt.step()
 
 
 # ---------------------------------------------------------------- protocol
