@@ -33,6 +33,7 @@ import numpy as np
 import optax
 
 import optax_gsm
+import paper
 import paper_protocol as protocol
 from paper_train import Trainer
 
@@ -71,11 +72,9 @@ def dense_base(cfg, trainer, data, cache_path) -> Any:
   """The paper protocol's dense base (seed 0), from the cache if given."""
   model = protocol.MODELS["lenet300"][1]()
   init = model.init(jax.random.key(0), data["x_train"][:1])
-  if cache_path and os.path.exists(cache_path):
-    z = np.load(cache_path)
-    treedef = jax.tree.structure(init)
-    n = len(jax.tree.leaves(init))
-    return treedef.unflatten([z[f"b{i}"] for i in range(n)])
+  cached = paper.Base(cache_path).load(init) if cache_path else None
+  if cached is not None:
+    return cached[1]
   n_train = len(data["y_train"])
   steps = cfg.base_steps["lenet300"]
   params, _, _ = trainer.train(("base",), protocol.sgd(cfg, steps, n_train),
