@@ -92,6 +92,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
   p.add_argument("--prune-steps", type=int, default=None,
                  help="steps after the base (K), for every model")
   p.add_argument("--batch-size", type=int, default=None)
+  p.add_argument("--lossless-prune-at", type=float, default=None,
+                 metavar="FRACTION",
+                 help="gsm_lossless prunes at this fraction of the GSM phase "
+                 "(default: the first learning-rate decay)")
   p.add_argument("--resume", action="store_true",
                  help="keep the rows already in the output file; run the rest")
   p.add_argument("--no-progress", action="store_true",
@@ -146,6 +150,11 @@ def make_config(args: argparse.Namespace) -> Config:
   if args.prune_steps:
     cfg.prune_epochs = 0
     cfg.prune_steps = {m: args.prune_steps for m in MODELS}
+  if args.lossless_prune_at is not None:
+    if not 0 < args.lossless_prune_at <= 1:
+      raise ValueError("--lossless-prune-at must be in (0, 1], got "
+                       f"{args.lossless_prune_at}.")
+    cfg.lossless_prune_at = args.lossless_prune_at
   if "ticket_gsm" in cfg.methods and "gsm" not in cfg.methods:
     raise ValueError("method ticket_gsm needs method gsm (its mask).")
   return cfg

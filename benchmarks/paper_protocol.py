@@ -80,6 +80,8 @@ class Config:
   # (a fraction of the GSM phase), and its score_decay.
   lossless_score_decay: float | None = None
   lossless_prune_at_first_decay: bool = True
+  # Overrides the first decay: the prune at this fraction of the GSM phase.
+  lossless_prune_at: float | None = None
   snip_batch: int = 256
   validation: int = 5000
   train_subset: int | None = None
@@ -179,7 +181,10 @@ def gsm_weight_decay(cfg: Config, steps: int, train_size: int) -> float:
 
 
 def lossless_prune_step(cfg: Config, steps: int) -> int | None:
-  """``gsm_sgd``'s ``prune_step`` for ``gsm_lossless``: the first lr decay."""
+  """``gsm_sgd``'s ``prune_step`` for ``gsm_lossless``: the first lr decay,
+  or ``cfg.lossless_prune_at`` (a fraction of the GSM phase) when set."""
+  if cfg.lossless_prune_at is not None:
+    return max(1, round(cfg.lossless_prune_at * steps))
   if not cfg.lossless_prune_at_first_decay:
     return None
   return round(min(cfg.gsm_drops) * steps)

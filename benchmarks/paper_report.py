@@ -79,19 +79,25 @@ def compact_table(summary: list[dict[str, Any]]) -> str:
   head = ["model, ratio", "budget", "seeds", "dense"] + methods
   lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
   for (_, ratio, _, budget), by in sorted(groups.items()):
-    first = next(iter(by.values()))
-    seeds = sorted({len(s["seed_list"]) for s in by.values()})
-    cells = [f"{first['model_name']} {ratio:.0f}x", budget,
-             "/".join(map(str, seeds)), _pm(first["dense_acc"])]
+    # Dense from the method run on the most seeds; a cell on fewer seeds
+    # than that says how many.
+    most = max(by.values(), key=lambda s: len(s["seed_list"]))
+    seeds = len(most["seed_list"])
+    cells = [f"{most['model_name']} {ratio:.0f}x", budget, str(seeds),
+             _pm(most["dense_acc"])]
     for m in methods:
       s = by.get(m)
       if s is None:
         cells.append("-")
-      elif m in ("gsm", "gsm_lossless") and s.get("acc_before_hard_prune"):
-        cells.append(f"{_pm(s['acc'])} (before prune "
-                     f"{100 * s['acc_before_hard_prune'][0]:.2f})")
-      else:
-        cells.append(_pm(s["acc"]))
+        continue
+      cell = _pm(s["acc"])
+      notes = []
+      if m in ("gsm", "gsm_lossless") and s.get("acc_before_hard_prune"):
+        notes.append(f"before prune {100 * s['acc_before_hard_prune'][0]:.2f}")
+      if len(s["seed_list"]) < seeds:
+        n = len(s["seed_list"])
+        notes.append(f"{n} seed{'s' if n > 1 else ''}")
+      cells.append(cell + (f" ({', '.join(notes)})" if notes else ""))
     lines.append("| " + " | ".join(cells) + " |")
   return "\n".join(lines)
 

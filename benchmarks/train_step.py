@@ -111,17 +111,17 @@ def main() -> None:
   parser.add_argument("--out", default=None)
   args = parser.parse_args()
   repeats = 3 if args.quick else args.repeats
-  batches = (16, 16) if args.quick else (128, 128)
+  lenet5_batches = (16,) if args.quick else (16, 128)
+  resnet_batch = 16 if args.quick else 128
   out = args.out or os.path.join(
       os.path.dirname(os.path.abspath(__file__)), "results",
       "train_step_quick.json" if args.quick else "train_step.json")
   common.log(f"machine: {common.machine()}")
   records = [
-      bench("LeNet-5", models.LeNet5(), (28, 28, 1), batches[0], args.density,
-            repeats),
-      bench("ResNet-20 (small)", SmallResNet(), (32, 32, 3), batches[1],
-            args.density, repeats),
-  ]
+      bench("LeNet-5", models.LeNet5(), (28, 28, 1), batch, args.density,
+            repeats) for batch in lenet5_batches]
+  records.append(bench("ResNet-20 (small)", SmallResNet(), (32, 32, 3),
+                       resnet_batch, args.density, repeats))
   with open(out, "w") as f:
     json.dump({"command": " ".join(["python"] + sys.argv),
                "machine": common.machine(), "records": records}, f, indent=1)

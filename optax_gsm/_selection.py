@@ -207,8 +207,19 @@ def _locate(hist: jax.Array, before: jax.Array, k: jax.Array,
 
 def _histogram_masks(keys: list[jax.Array], k: jax.Array) -> list[jax.Array]:
   k_safe = jnp.maximum(k, 1)
-  total = sum(key.size for key in keys)
   threshold, greater, equal = kth_largest_key(keys, k_safe)
+  return masks_at_threshold(keys, k, threshold, greater, equal)
+
+
+def masks_at_threshold(keys: list[jax.Array], k: jax.Array,
+                       threshold: jax.Array, greater: jax.Array,
+                       equal: jax.Array) -> list[jax.Array]:
+  """The top-k masks, given the k-th largest key as :func:`kth_largest_key`
+  returns it: ``key > threshold``, and of the ``equal`` keys at the threshold
+  the ``k - greater`` with the lowest global index. ``k = 0`` keeps nothing.
+  """
+  k_safe = jnp.maximum(k, 1)
+  total = sum(key.size for key in keys)
   need = k_safe - greater  # 1 <= need <= equal
 
   offsets = [int(x) for x in np.cumsum([0] + [key.size for key in keys])]

@@ -85,7 +85,18 @@ def test_full_run_needs_the_data(tmp_path):
     (["--methods", "ticket_gsm"], "ticket_gsm needs method gsm"),
     (["--seeds", "0"], "--seeds must be >= 1"),
     (["--prune-steps", "-3"], "--prune-steps must be >= 1"),
+    (["--lossless-prune-at", "0"], r"--lossless-prune-at must be in \(0, 1\]"),
+    (["--lossless-prune-at", "1.5"], r"--lossless-prune-at must be in"),
 ])
 def test_bad_arguments(argv, match):
   with pytest.raises(ValueError, match=match):
     paper.make_config(paper.parse_args(argv))
+
+
+def test_lossless_prune_point():
+  """The first lr decay by default; --lossless-prune-at moves it."""
+  import paper_protocol  # pylint: disable=g-import-not-at-top
+  default = paper.make_config(paper.parse_args([]))
+  assert paper_protocol.lossless_prune_step(default, 2800) == 1600
+  moved = paper.make_config(paper.parse_args(["--lossless-prune-at", "0.25"]))
+  assert paper_protocol.lossless_prune_step(moved, 2800) == 700
