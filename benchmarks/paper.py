@@ -151,8 +151,8 @@ def make_config(args: argparse.Namespace) -> Config:
     cfg.prune_epochs = 0
     cfg.prune_steps = {m: args.prune_steps for m in MODELS}
   if args.lossless_prune_at is not None:
-    if not 0 < args.lossless_prune_at <= 1:
-      raise ValueError("--lossless-prune-at must be in (0, 1], got "
+    if not 0 < args.lossless_prune_at < 1:
+      raise ValueError("--lossless-prune-at must be in (0, 1), got "
                        f"{args.lossless_prune_at}.")
     cfg.lossless_prune_at = args.lossless_prune_at
   if "ticket_gsm" in cfg.methods and "gsm" not in cfg.methods:

@@ -80,7 +80,8 @@ class Config:
   # (a fraction of the GSM phase), and its score_decay.
   lossless_score_decay: float | None = None
   lossless_prune_at_first_decay: bool = True
-  # Overrides the first decay: the prune at this fraction of the GSM phase.
+  # Overrides the first decay: the prune at this fraction of the GSM phase,
+  # in (0, 1) (at 1 the prune step would never be reached).
   lossless_prune_at: float | None = None
   snip_batch: int = 256
   validation: int = 5000

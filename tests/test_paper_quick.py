@@ -85,8 +85,8 @@ def test_full_run_needs_the_data(tmp_path):
     (["--methods", "ticket_gsm"], "ticket_gsm needs method gsm"),
     (["--seeds", "0"], "--seeds must be >= 1"),
     (["--prune-steps", "-3"], "--prune-steps must be >= 1"),
-    (["--lossless-prune-at", "0"], r"--lossless-prune-at must be in \(0, 1\]"),
-    (["--lossless-prune-at", "1.5"], r"--lossless-prune-at must be in"),
+    (["--lossless-prune-at", "0"], r"--lossless-prune-at must be in \(0, 1\)"),
+    (["--lossless-prune-at", "1"], r"--lossless-prune-at must be in"),
 ])
 def test_bad_arguments(argv, match):
   with pytest.raises(ValueError, match=match):
