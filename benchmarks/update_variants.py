@@ -39,6 +39,7 @@ import optax
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks import common  # pylint: disable=wrong-import-position
 import optax_gsm  # pylint: disable=wrong-import-position
+from optax_gsm import _pool  # pylint: disable=wrong-import-position
 from optax_gsm import _selection  # pylint: disable=wrong-import-position
 from optax_gsm import datasets  # pylint: disable=wrong-import-position
 from optax_gsm import models  # pylint: disable=wrong-import-position
@@ -48,7 +49,9 @@ _ROW = 4096  # float32 sums of 0/1 rows this long are exact
 
 
 def pooled(tree: Any) -> list[jax.Array]:
-  return [x for x in jax.tree.leaves(tree) if x.ndim >= 2]
+  """The leaves of gsm's default pool, in leaf order."""
+  return [x for x, f in zip(jax.tree.leaves(tree), _pool.pool_flags(None, tree))
+          if f]
 
 
 def keys_of(grads: list[jax.Array], params: list[jax.Array]) -> list[jax.Array]:
@@ -127,8 +130,7 @@ def time_update(shapes: common.Shapes, compression: float, repeats: int,
                             common.random_tree(shapes, 2, 0.01))
   pw, pg, pg_next = pooled(params), pooled(grads), pooled(grads_next)
   n = sum(x.size for x in pw)
-  k = n // int(compression) if float(compression).is_integer() else int(
-      n / compression)
+  k = _pool.num_kept(n, compression, None)
   sgd = optax.sgd(0.01, momentum=0.99)
   gsm = optax_gsm.gsm(compression)
   sgd_state, gsm_state = sgd.init(params), gsm.init(params)
@@ -214,7 +216,7 @@ def digit_repeat_rate(steps: int, compression: float = 60.0,
   opt = optax_gsm.gsm_sgd(1e-2, compression, momentum=0.99, nesterov=True)
   state = opt.init(params)
   n = sum(w.size for w in pooled(params))
-  k = jnp.uint32(n // int(compression))
+  k = jnp.uint32(_pool.num_kept(n, compression, None))
 
   @jax.jit
   def step(params, state, xb, yb):
