@@ -173,7 +173,7 @@ def report(rows: list[dict[str, Any]], dense_val: float, path: str) -> None:
 def main(argv=None) -> list[dict[str, Any]]:
   args = parse_args(argv)
   cfg = protocol.make("quick" if args.quick else "paper")
-  data = protocol.load_data(cfg, optax_gsm.datasets.FASHION_MNIST_DIR)
+  data = protocol.load_data(cfg, protocol.datasets.FASHION_MNIST_DIR)
   protocol.resolve_steps(cfg, len(data["y_train"]))
   model = protocol.MODELS["lenet300"][1]()
   trainer = Trainer(model, data, cfg.batch_size, scan_epochs=True)

@@ -1,6 +1,6 @@
 """Sparse export of hard-pruned models: bytes, exactness and CPU latency.
 
-For LeNet-300-100 and LeNet-5 (``optax_gsm.models``, weights at
+For LeNet-300-100 and LeNet-5 (``examples.common.models``, weights at
 initialization, global magnitude prune at several compressions):
 
 * bytes of a dense ``.npz`` of all params, of ``save_sparse`` (values plus
@@ -32,7 +32,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402  pylint: disable=wrong-import-position
 
 import optax_gsm  # noqa: E402  pylint: disable=wrong-import-position
-from optax_gsm import models  # noqa: E402  pylint: disable=wrong-import-position
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from examples.common import models  # noqa: E402  pylint: disable=wrong-import-position
 
 MODELS = {
     "lenet_300_100": (models.lenet_300_100(), (784,)),
@@ -85,7 +87,7 @@ def run(compressions, repeats):
       }
       if isinstance(model, models.MLP):
         sparse_apply = jax.jit(
-            lambda p, x, m=model: optax_gsm.sparse_mlp_apply(m, p, x))
+            lambda p, x, m=model: models.sparse_mlp_apply(m, p, x))
         row["max_abs_logit_diff_bcoo"] = float(jnp.max(jnp.abs(
             sparse_apply(bcoo, x256) - dense_apply(pruned, x256))))
         times = common.time_interleaved({

@@ -37,7 +37,10 @@ import numpy as np
 import optax
 
 import optax_gsm
-from optax_gsm import datasets, models
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from examples.common import datasets, models  # pylint: disable=wrong-import-position
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

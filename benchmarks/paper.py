@@ -68,7 +68,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                  help="smoke run: data subset, few steps, one seed")
   p.add_argument("--scale", type=float, default=1.0,
                  help="multiply every epoch (or step) count, e.g. 0.5")
-  p.add_argument("--data-dir", default=optax_gsm.datasets.FASHION_MNIST_DIR,
+  p.add_argument("--data-dir", default=protocol.datasets.FASHION_MNIST_DIR,
                  help="folder with the four MNIST-style IDX files (raw or .gz)")
   p.add_argument("--out-dir", default=os.path.join(ROOT, "benchmarks",
                                                    "results"),

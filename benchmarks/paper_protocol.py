@@ -28,8 +28,11 @@ import numpy as np
 import optax
 
 import optax_gsm
-from optax_gsm import datasets
-from optax_gsm import models
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from examples.common import datasets  # pylint: disable=wrong-import-position
+from examples.common import models
 
 MODELS = {
     "lenet300": ("LeNet-300-100", models.lenet_300_100),

@@ -34,7 +34,7 @@ import optax
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks import common  # pylint: disable=wrong-import-position
 import optax_gsm  # pylint: disable=wrong-import-position
-from optax_gsm import _gsm  # pylint: disable=wrong-import-position
+from optax_gsm import _scores  # pylint: disable=wrong-import-position
 from optax_gsm import _pool  # pylint: disable=wrong-import-position
 
 METHODS = ("histogram", "top_k", "sort")
@@ -49,7 +49,7 @@ def bench_model(name: str, shapes: common.Shapes, densities: list[float],
   params = common.random_tree(shapes, seed=0)
   grads = common.random_tree(shapes, seed=1, scale=1e-2)
   flags = _pool.pool_flags(None, params)
-  scores = jax.jit(lambda g, p: _gsm.pool_scores("taylor", g, p, flags))(
+  scores = jax.jit(lambda g, p: _scores.pool_scores("taylor", g, p, flags))(
       grads, params)
   pool = sum(s.size for s in scores)
   sgd = optax.sgd(0.1, momentum=0.9)

@@ -1,6 +1,6 @@
 """Structured (filter) pruning then shrinking: FLOPs and CPU latency.
 
-For LeNet-300-100 and LeNet-5 (``optax_gsm.models``) at several filter
+For LeNet-300-100 and LeNet-5 (``examples.common.models``) at several filter
 densities: ``structured_prune`` (Taylor scores |g w| of one random batch's
 gradient, summed per filter, layers L2-normalised; the output layer is kept
 whole), then ``shrink`` to a smaller dense model. Reports the logits'
@@ -27,7 +27,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402  pylint: disable=wrong-import-position
 
 import optax_gsm  # noqa: E402  pylint: disable=wrong-import-position
-from optax_gsm import models  # noqa: E402  pylint: disable=wrong-import-position
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from examples.common import models  # noqa: E402  pylint: disable=wrong-import-position
 
 MODELS = {
     "lenet_300_100": (models.lenet_300_100(), (784,), "Dense_2"),

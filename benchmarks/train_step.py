@@ -1,6 +1,6 @@
 """Full training step (forward, backward, update): gsm_sgd vs momentum SGD.
 
-Two Flax models: LeNet-5 (``optax_gsm.models.LeNet5``, 431K parameters, 28x28
+Two Flax models: LeNet-5 (``examples.common.models.LeNet5``, 431K parameters, 28x28
 inputs) and a small CIFAR-style ResNet defined here (ResNet-20: 3 stages of 3
 basic blocks, 16/32/64 channels, 0.27M parameters, 32x32x3 inputs). Each step
 is one jitted function; the two optimizers are timed interleaved in one run
@@ -26,7 +26,7 @@ import optax
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks import common  # pylint: disable=wrong-import-position
 import optax_gsm  # pylint: disable=wrong-import-position
-from optax_gsm import models  # pylint: disable=wrong-import-position
+from examples.common import models  # pylint: disable=wrong-import-position
 
 
 class BasicBlock(nn.Module):

@@ -41,8 +41,8 @@ from benchmarks import common  # pylint: disable=wrong-import-position
 import optax_gsm  # pylint: disable=wrong-import-position
 from optax_gsm import _pool  # pylint: disable=wrong-import-position
 from optax_gsm import _selection  # pylint: disable=wrong-import-position
-from optax_gsm import datasets  # pylint: disable=wrong-import-position
-from optax_gsm import models  # pylint: disable=wrong-import-position
+from examples.common import datasets  # pylint: disable=wrong-import-position
+from examples.common import models  # pylint: disable=wrong-import-position
 
 _DIGIT = 16  # the radix select's digit width (optax_gsm._selection)
 _ROW = 4096  # float32 sums of 0/1 rows this long are exact

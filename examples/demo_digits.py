@@ -15,6 +15,8 @@ The digits ship inside scikit-learn's wheel: nothing is downloaded.
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 import time
 
 import jax
@@ -23,7 +25,9 @@ import optax
 from sklearn.datasets import load_digits
 
 import optax_gsm
-from optax_gsm.models import MLP, accuracy
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from examples.common.models import MLP, accuracy  # pylint: disable=wrong-import-position
 
 
 def load_data(seed: int = 0):

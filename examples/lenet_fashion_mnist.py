@@ -16,8 +16,12 @@ import numpy as np
 import optax
 
 import optax_gsm
-from optax_gsm import datasets
-from optax_gsm import models
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from examples.common import datasets  # pylint: disable=wrong-import-position
+from examples.common import models
 
 
 def main():

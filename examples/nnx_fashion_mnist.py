@@ -30,7 +30,10 @@ import optax
 from flax import nnx
 
 import optax_gsm
-from optax_gsm import datasets
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from examples.common import datasets  # pylint: disable=wrong-import-position
 
 try:
   from tqdm import tqdm

@@ -28,7 +28,11 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
 import optax_gsm
-from optax_gsm import models
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from examples.common import models  # pylint: disable=wrong-import-position
 
 
 def param_specs(params):

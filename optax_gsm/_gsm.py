@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Callable
-from typing import Any, NamedTuple, Union
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -13,11 +12,8 @@ import numpy as np
 import optax
 
 from optax_gsm import _pool
+from optax_gsm import _scores
 from optax_gsm import _selection
-
-Criterion = Union[str, Callable[[Any, Any], Any]]
-CRITERIA = ("taylor", "magnitude")
-
 
 class GSMState(NamedTuple):
   """State of :func:`gsm`."""
@@ -26,64 +22,6 @@ class GSMState(NamedTuple):
   # Per pooled leaf: the moving average of the score (``score_decay > 0``),
   # float32 or wider; MaskedNode if unpooled; () for the paper's GSM.
   scores: Any = ()
-
-
-def _score_dtype(dtype: Any) -> Any:
-  """Scores are computed in at least float32, so both paths rank the same."""
-  return jnp.promote_types(dtype, jnp.float32)
-
-
-def taylor_score(grads: Any, params: Any) -> Any:
-  r"""First-order Taylor importance, :math:`|g \odot w|`, computed in >= f32.
-
-  Args:
-    grads: a pytree of gradients.
-    params: a pytree of parameters with the same structure.
-
-  Returns:
-    A pytree of scores.
-
-  Example:
-    >>> import jax.numpy as jnp
-    >>> taylor_score({"w": jnp.array([-2.0, 3.0])}, {"w": jnp.array([1.0, 0.5])})
-    {'w': Array([2. , 1.5], dtype=float32)}
-  """
-  def score(g, w):
-    dtype = _score_dtype(jnp.result_type(g, w))
-    return jnp.abs(g.astype(dtype) * w.astype(dtype))
-  return jax.tree.map(score, grads, params)
-
-
-def magnitude_score(grads: Any, params: Any) -> Any:
-  """Magnitude importance, ``|w|``, computed in >= float32.
-
-  Args:
-    grads: a pytree of gradients (unused).
-    params: a pytree of parameters.
-
-  Returns:
-    A pytree of scores.
-
-  Example:
-    >>> import jax.numpy as jnp
-    >>> magnitude_score(None, {"w": jnp.array([-2.0, 3.0])})
-    {'w': Array([2., 3.], dtype=float32)}
-  """
-  del grads
-  return jax.tree.map(lambda w: jnp.abs(w.astype(_score_dtype(w.dtype))),
-                      params)
-
-
-def _criterion_fn(criterion: Criterion) -> Callable[[Any, Any], Any]:
-  if callable(criterion):
-    return criterion
-  if criterion == "taylor":
-    return taylor_score
-  if criterion == "magnitude":
-    return magnitude_score
-  raise ValueError(
-      f"unknown criterion {criterion!r}; expected one of {CRITERIA} or a "
-      "callable (grads, params) -> scores.")
 
 
 def _check_static_prunable(prunable: _pool.Prunable) -> None:
@@ -155,63 +93,6 @@ def _check_state(state: GSMState, treedef: Any, flags: list[bool]) -> None:
         f"these params' pool needs {want}.")
 
 
-def grads_for(criterion: Criterion, grads: Any, params: Any,
-              where: str) -> Any:
-  """The gradients a one-shot prune scores with; zeros serve ``"magnitude"``.
-
-  Raises unless ``grads`` is given for every criterion but ``"magnitude"``.
-  """
-  if grads is None:
-    if criterion != "magnitude":
-      raise ValueError(f"{where}: criterion={criterion!r} needs grads; only "
-                       '"magnitude" ranks by the weights alone.')
-    return jax.tree.map(jnp.zeros_like, params)
-  _pool.check_same_structure(grads, params, where)
-  return grads
-
-
-def float_grad(fn: Callable[..., jax.Array], params: Any, *args: Any) -> Any:
-  """``jax.grad(fn)(params, *args)`` over the floating leaves of ``params``.
-
-  Other leaves (a step counter, a bool flag) are held fixed and get zeros, as
-  they are never in the pool, instead of ``jax.grad``'s error.
-  """
-  leaves, treedef = jax.tree.flatten(params)
-  floats = [jnp.issubdtype(jnp.result_type(x), jnp.inexact) for x in leaves]
-
-  def of_floats(xs):
-    xs = iter(xs)
-    return fn(treedef.unflatten([next(xs) if f else x
-                                 for x, f in zip(leaves, floats)]), *args)
-
-  grads = iter(jax.grad(of_floats)([x for x, f in zip(leaves, floats) if f]))
-  return treedef.unflatten([next(grads) if f else jnp.zeros_like(x)
-                            for x, f in zip(leaves, floats)])
-
-
-def pool_scores(criterion: Criterion, grads: Any, params: Any,
-                flags: list[bool]) -> list[Any]:
-  """Scores of the pool's leaves, in leaf order, by ``criterion``.
-
-  The criterion sees ``grads`` and ``params`` with the leaves outside the pool
-  set to ``None``, and must return a pytree of the same structure.
-  """
-  leaves_g, treedef = jax.tree.flatten(grads)
-  leaves_w = treedef.flatten_up_to(params)
-  pool_g = treedef.unflatten(
-      [g if f else None for g, f in zip(leaves_g, flags)])
-  pool_w = treedef.unflatten(
-      [w if f else None for w, f in zip(leaves_w, flags)])
-  scores = jax.tree.leaves(_criterion_fn(criterion)(pool_g, pool_w))
-  pooled = [w for w, f in zip(leaves_w, flags) if f]
-  if len(scores) != len(pooled) or any(
-      jnp.shape(s) != jnp.shape(w) for s, w in zip(scores, pooled)):
-    raise ValueError(
-        "criterion must return one score per pooled entry: a pytree shaped "
-        "like the pooled params, with None outside the pool.")
-  return scores
-
-
 def mask_pooled(updates: Any, flags: list[bool],
                 masks: list[jax.Array]) -> tuple[Any, Any]:
   """Zeroes the pooled leaves of ``updates`` where their mask is False.
@@ -244,7 +125,7 @@ def gsm(
     *,
     density: Any = None,
     prunable: _pool.Prunable = None,
-    criterion: Criterion = "taylor",
+    criterion: _scores.Criterion = "taylor",
     selection: str = "histogram",
     score_decay: float | None = None,
 ) -> optax.GradientTransformationExtraArgs:
@@ -317,7 +198,7 @@ def gsm(
     Networks <https://arxiv.org/abs/1909.12778>`_, 2019
   """
   _pool.validate_ratio(compression, density)
-  _criterion_fn(criterion)
+  _scores.criterion_fn(criterion)
   _selection.check_selection(selection)
   _check_static_prunable(prunable)
   score_decay = _check_score_decay(score_decay)
@@ -337,7 +218,7 @@ def gsm(
     scores = ()
     if averages:
       scores = treedef.unflatten([
-          jnp.zeros(jnp.shape(x), _score_dtype(x.dtype)) if f
+          jnp.zeros(jnp.shape(x), _scores.score_dtype(x.dtype)) if f
           else optax.MaskedNode() for x, f in zip(leaves, flags)])
     return GSMState(count=jnp.zeros((), jnp.int32),
                     active=treedef.unflatten(active), scores=scores)
@@ -355,7 +236,7 @@ def gsm(
       raise ValueError(
           "gsm: the state was built with a different score_decay (it "
           f"{'lacks' if averages else 'holds'} averaged scores).")
-    scores = pool_scores(criterion, updates, params, flags)
+    scores = _scores.pool_scores(criterion, updates, params, flags)
     pool_size = sum(s.size for s in scores)
     kept = _pool.num_kept(pool_size, compression, density, "gsm")
     averaged = ()
@@ -371,83 +252,3 @@ def gsm(
                              active=active, scores=averaged)
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
-
-
-def gsm_sgd(
-    learning_rate: optax.ScalarOrSchedule,
-    compression: Any = None,
-    *,
-    density: Any = None,
-    momentum: float = 0.99,
-    weight_decay: float = 5e-4,
-    nesterov: bool = False,
-    weight_decay_mask: Any = None,
-    prunable: _pool.Prunable = None,
-    criterion: Criterion = "taylor",
-    selection: str = "histogram",
-    score_decay: float | None = None,
-    prune_step: int | None = None,
-) -> optax.GradientTransformationExtraArgs:
-  r"""Global Sparse Momentum SGD: :func:`gsm`, weight decay, heavy-ball momentum.
-
-  As the paper writes it, for every weight :math:`w` with momentum :math:`z`,
-
-  .. math::
-    z \leftarrow \beta z + \eta w + B \odot \partial L / \partial w, \qquad
-    w \leftarrow w - \alpha z,
-
-  where :math:`B` is 1 on the Q globally most important pooled entries (and on
-  every entry outside the pool), 0 elsewhere. Weight decay and momentum act on
-  every weight, so passive weights decay toward zero; momentum is never reset.
-
-  Args:
-    learning_rate: :math:`\alpha`, a number or an optax schedule.
-    compression: C >= 1, total over kept entries. Give this or ``density``.
-    density: d in (0, 1], kept over total entries.
-    momentum: :math:`\beta`; the paper uses 0.98 to 0.99.
-    weight_decay: :math:`\eta`, L2 decay added inside the momentum buffer.
-    nesterov: use Nesterov momentum (the paper's lottery-ticket code does).
-    weight_decay_mask: optional pytree or callable of bools selecting the
-      leaves that decay (``optax.add_decayed_weights``'s ``mask``); all by
-      default. The paper's code decays only the pool.
-    prunable: the pool, as in :func:`gsm`.
-    criterion: the importance score, as in :func:`gsm`.
-    selection: the top-Q method, as in :func:`gsm`.
-    score_decay: rank by a moving average of the score (our extension;
-      ``None``, the default, is the paper's GSM), as in :func:`gsm`.
-    prune_step: if given, the hard prune happens inside training at this
-      update (our extension, :func:`optax_gsm.hard_prune_at`): the Q
-      largest weights are kept, the rest set to exactly 0 and held there.
-      The paper prunes after the last step; ``None`` (the default) does too.
-
-  Returns:
-    A :class:`optax.GradientTransformationExtraArgs`: ``optax.chain(gsm(...),
-    optax.add_decayed_weights(...), optax.trace(...),
-    optax.scale_by_learning_rate(...))``, followed by
-    ``optax_gsm.hard_prune_at(prune_step, ...)`` when ``prune_step`` is given.
-
-  Example:
-    >>> import jax, jax.numpy as jnp, optax
-    >>> import optax_gsm
-    >>> params = {"w": jnp.array([[1.0, -2.0], [0.5, 3.0]])}
-    >>> loss = lambda p: jnp.sum(p["w"] ** 2)
-    >>> opt = optax_gsm.gsm_sgd(0.1, compression=4, weight_decay=0.0)
-    >>> state = opt.init(params)
-    >>> grads = jax.grad(loss)(params)
-    >>> updates, state = opt.update(grads, state, params)
-    >>> optax.apply_updates(params, updates)["w"].tolist()
-    [[1.0, -2.0], [0.5, 2.4000000953674316]]
-  """
-  parts = [
-      gsm(compression, density=density, prunable=prunable,
-          criterion=criterion, selection=selection, score_decay=score_decay),
-      optax.add_decayed_weights(weight_decay, mask=weight_decay_mask),
-      optax.trace(decay=momentum, nesterov=nesterov),
-      optax.scale_by_learning_rate(learning_rate),
-  ]
-  if prune_step is not None:
-    from optax_gsm import _pruning  # pylint: disable=g-import-not-at-top
-    parts.append(_pruning.hard_prune_at(
-        prune_step, compression, density=density, prunable=prunable,
-        selection=selection))
-  return optax.chain(*parts)

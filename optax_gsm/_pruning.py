@@ -12,9 +12,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from optax_gsm import _gsm
 from optax_gsm import _paths
 from optax_gsm import _pool
+from optax_gsm import _scores
 from optax_gsm import _selection
 
 
@@ -28,7 +28,7 @@ def prune(
     *,
     density: Any = None,
     prunable: _pool.Prunable = None,
-    criterion: _gsm.Criterion = "magnitude",
+    criterion: _scores.Criterion = "magnitude",
     grads: Any = None,
     selection: str = "histogram",
 ) -> tuple[Any, Any]:
@@ -64,8 +64,8 @@ def prune(
   """
   _pool.validate_ratio(compression, density)
   flags = _pool.pooled_flags(prunable, params, "prune")
-  grads = _gsm.grads_for(criterion, grads, params, "prune")
-  scores = _gsm.pool_scores(criterion, grads, params, flags)
+  grads = _scores.grads_for(criterion, grads, params, "prune")
+  scores = _scores.pool_scores(criterion, grads, params, flags)
   kept = _pool.num_kept(sum(s.size for s in scores), compression, density,
                         "prune")
   masks = iter(_selection.top_k_masks(scores, kept, selection=selection))
@@ -277,7 +277,7 @@ def hard_prune_at(
     pooled_w = [w for w, f in zip(leaves_w, flags) if f]
 
     def prune_now():
-      after = [jnp.abs((w + u).astype(_gsm._score_dtype(w.dtype)))
+      after = [jnp.abs((w + u).astype(_scores.score_dtype(w.dtype)))
                for w, u in zip(pooled_w, pooled_u)]
       kept = _pool.num_kept(sum(a.size for a in after), compression, density,
                             "hard_prune_at")

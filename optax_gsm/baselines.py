@@ -22,9 +22,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from optax_gsm import _gsm
 from optax_gsm import _pool
 from optax_gsm import _pruning
+from optax_gsm import _scores
 from optax_gsm import _selection
 from optax_gsm.schedules import polynomial_density_schedule  # re-export
 
@@ -44,7 +44,7 @@ def _leaf_masks(params: Any, flags: list[bool], density: jax.Array,
     return _pruning.prune(params, density=density, prunable=_prefix(params, flags),
                           selection=selection)[1]
   leaves, treedef = jax.tree.flatten(params)
-  scores = _gsm.pool_scores("magnitude", params, params, flags)
+  scores = _scores.pool_scores("magnitude", params, params, flags)
   scores = iter(scores)
   masks = []
   for leaf, flag in zip(leaves, flags):
@@ -209,7 +209,7 @@ def snip_masks(
   if not callable(loss_fn):
     raise TypeError(f"loss_fn must be callable, got {type(loss_fn).__name__}.")
   _pool.validate_ratio(compression, density)
-  grads = _gsm.float_grad(loss_fn, params, batch)
+  grads = _scores.float_grad(loss_fn, params, batch)
   return _pruning.prune(params, compression, density=density,
                         prunable=prunable, criterion="taylor", grads=grads,
                         selection=selection)[1]

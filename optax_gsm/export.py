@@ -16,7 +16,6 @@ import numpy as np
 from jax.experimental import sparse
 
 from optax_gsm import _pool
-from optax_gsm import models
 
 _SEP = "/"
 _TREE = "tree"  # the structure's entry: no "::", so no leaf's
@@ -249,43 +248,3 @@ def load_sparse(file: Any) -> Any:
           ValueError, zipfile.BadZipFile, zlib.error) as e:
     raise ValueError(f"load_sparse: {where} is not a save_sparse file, or "
                      f"it is corrupt: {type(e).__name__}: {e}") from e
-
-
-def sparse_mlp_apply(model: models.MLP, params: Any, x: jax.Array
-                     ) -> jax.Array:
-  """Runs :class:`optax_gsm.models.MLP` with BCOO kernels from :func:`to_bcoo`.
-
-  ``jax.experimental.sparse.sparsify`` does not trace through Flax's
-  ``apply``, so this is the MLP's forward pass with each ``x @ kernel`` a
-  dense-by-sparse product.
-
-  Args:
-    model: the MLP.
-    params: its params, kernels as BCOO (dense ones work too).
-    x: the inputs, flattened as the MLP does.
-
-  Returns:
-    The logits.
-
-  Example:
-    >>> import jax, jax.numpy as jnp
-    >>> import optax_gsm
-    >>> model = optax_gsm.models.MLP((4, 2))
-    >>> params = model.init(jax.random.key(0), jnp.ones((1, 3)))
-    >>> params = jax.tree.map(lambda w: w * (jnp.abs(w) > 0.4), params)
-    >>> x = jnp.ones((2, 3))
-    >>> out = sparse_mlp_apply(model, optax_gsm.to_bcoo(params), x)
-    >>> bool(jnp.allclose(out, model.apply(params, x), atol=1e-6))
-    True
-  """
-  if not isinstance(model, models.MLP):
-    raise TypeError(f"model must be optax_gsm.models.MLP, got "
-                    f"{type(model).__name__}.")
-  layers = params["params"] if set(params) == {"params"} else params
-  x = x.reshape((x.shape[0], -1))
-  for i in range(len(model.features)):
-    layer = layers[f"Dense_{i}"]
-    x = x @ layer["kernel"] + layer["bias"]
-    if i < len(model.features) - 1:
-      x = jax.nn.relu(x)
-  return x

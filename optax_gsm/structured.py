@@ -6,7 +6,7 @@ filter of a ``Conv``). Its score is the sum of its entries' scores, by
 default the Taylor importance :math:`\\sum |g \\odot w|`; the top Q filters
 over the whole pool are kept (:func:`optax_gsm.top_k_masks` on the
 per-filter scores). :func:`shrink` then removes the pruned filters from a
-:class:`optax_gsm.models.MLP` or :class:`optax_gsm.models.LeNet5` and
+the MLP and LeNet-5 of ``examples/common`` and
 returns a smaller dense model with the same outputs.
 """
 
@@ -25,8 +25,8 @@ import optax
 from optax_gsm import _gsm
 from optax_gsm import _paths
 from optax_gsm import _pool
+from optax_gsm import _scores
 from optax_gsm import _selection
-from optax_gsm import models
 
 
 class StructuredGSMState(NamedTuple):
@@ -55,13 +55,13 @@ def _check_reduction(reduction: str) -> None:
                      f"{REDUCTIONS}.")
 
 
-def _filter_masks(criterion: _gsm.Criterion, grads: Any, params: Any,
+def _filter_masks(criterion: _scores.Criterion, grads: Any, params: Any,
                   flags: list[bool], compression: Any, density: Any,
                   selection: str, reduction: str, normalize_layers: bool,
                   where: str) -> list[jax.Array]:
   """Per pooled leaf, a bool per output channel: among the global top Q?"""
   _check_output_axes(params, flags, where)
-  scores = _gsm.pool_scores(criterion, grads, params, flags)
+  scores = _scores.pool_scores(criterion, grads, params, flags)
   reduce = jnp.sum if reduction == "sum" else jnp.mean
   per_filter = [reduce(s.reshape(-1, s.shape[-1]), axis=0) for s in scores]
   if normalize_layers:
@@ -77,7 +77,7 @@ def structured_gsm(
     *,
     density: Any = None,
     prunable: _pool.Prunable = None,
-    criterion: _gsm.Criterion = "taylor",
+    criterion: _scores.Criterion = "taylor",
     reduction: str = "sum",
     normalize_layers: bool = False,
     selection: str = "histogram",
@@ -124,7 +124,7 @@ def structured_gsm(
     ([[0.0, 1.0, 0.0], [0.0, 1.0, 0.0]], 1)
   """
   _pool.validate_ratio(compression, density)
-  _gsm._criterion_fn(criterion)  # pylint: disable=protected-access
+  _scores.criterion_fn(criterion)  # pylint: disable=protected-access
   _check_reduction(reduction)
   _selection.check_selection(selection)
 
@@ -184,7 +184,7 @@ def structured_prune(
     *,
     density: Any = None,
     prunable: _pool.Prunable = None,
-    criterion: _gsm.Criterion = "magnitude",
+    criterion: _scores.Criterion = "magnitude",
     grads: Any = None,
     reduction: str = "sum",
     normalize_layers: bool = False,
@@ -226,7 +226,7 @@ def structured_prune(
   _pool.validate_ratio(compression, density)
   flags = _pool.pooled_flags(prunable, params, "structured_prune")
   _check_reduction(reduction)
-  grads = _gsm.grads_for(criterion, grads, params, "structured_prune")
+  grads = _scores.grads_for(criterion, grads, params, "structured_prune")
   filter_masks = iter(_filter_masks(criterion, grads, params, flags,
                                     compression, density, selection,
                                     reduction, normalize_layers,
@@ -310,7 +310,10 @@ def shrink(model: Any, params: Any) -> tuple[Any, Any]:
   slice and its bias are all 0, as after :func:`structured_prune`) or when
   the next layer reads none of it; the matching inputs of the next layer go
   with it. Output classes and input features are never removed. Supports
-  :class:`optax_gsm.models.MLP` and :class:`optax_gsm.models.LeNet5`.
+  Linen modules shaped like the MLP and LeNet-5 of ``examples/common``: a
+  ``features`` field naming the widths of layers ``Dense_0, Dense_1, ...``,
+  or ``widths`` and ``num_classes`` fields for ``Conv_0, Conv_1, Dense_0,
+  Dense_1``. The small model is ``model.clone`` with the new widths.
 
   Args:
     model: the Flax module.
@@ -322,9 +325,17 @@ def shrink(model: Any, params: Any) -> tuple[Any, Any]:
     equals ``model.apply(params, x)`` up to float rounding.
 
   Example:
-    >>> import jax, jax.numpy as jnp
-    >>> from optax_gsm import models, shrink, structured_prune
-    >>> model = models.MLP((8, 3))
+    >>> import jax, jax.numpy as jnp, flax.linen as nn
+    >>> from optax_gsm import shrink, structured_prune
+    >>> class MLP(nn.Module):
+    ...   features: tuple
+    ...   @nn.compact
+    ...   def __call__(self, x):
+    ...     for i, width in enumerate(self.features):
+    ...       x = nn.Dense(width)(x)
+    ...       x = nn.relu(x) if i < len(self.features) - 1 else x
+    ...     return x
+    >>> model = MLP((8, 3))
     >>> params = model.init(jax.random.key(0), jnp.zeros((1, 4)))
     >>> pool = {"params": {"Dense_0": {"kernel": True, "bias": False},
     ...                    "Dense_1": False}}  # keep every class
@@ -335,17 +346,21 @@ def shrink(model: Any, params: Any) -> tuple[Any, Any]:
   """
   wrapped = isinstance(params, Mapping) and set(params) == {"params"}
   inner = params["params"] if wrapped else params
-  if isinstance(model, models.MLP):
+  fields = getattr(model, "__dataclass_fields__", {})
+  if "features" in fields:  # an MLP: Dense_0 ... Dense_{n-1}
     names = [f"Dense_{i}" for i in range(len(model.features))]
     layers, widths = _shrink_chain(_layers(inner, names))
-    small = models.MLP(tuple(widths) + (model.features[-1],))
-  elif isinstance(model, models.LeNet5):
+    small = model.clone(features=tuple(widths) + (model.features[-1],))
+  elif "widths" in fields and "num_classes" in fields:  # LeNet-5
     names = ["Conv_0", "Conv_1", "Dense_0", "Dense_1"]
     layers, widths = _shrink_chain(_layers(inner, names))
-    small = models.LeNet5(num_classes=model.num_classes, widths=tuple(widths))
+    small = model.clone(widths=tuple(widths))
   else:
-    raise TypeError("shrink supports optax_gsm.models.MLP and LeNet5, got "
-                    f"{type(model).__name__}.")
+    raise TypeError(
+        "shrink supports Linen MLPs (a features field, layers Dense_0, ...) "
+        "and LeNet-5s (widths and num_classes fields, layers Conv_0, Conv_1, "
+        f"Dense_0, Dense_1), as in examples/common/models.py; got "
+        f"{type(model).__name__}.")
   new = {n: {k: jnp.asarray(v) for k, v in layer.items()}
          for n, layer in zip(names, layers)}
   new = {"params": new} if wrapped else new

@@ -9,9 +9,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from optax_gsm import _gsm
 from optax_gsm import _pool
 from optax_gsm import _pruning
+from optax_gsm import _scores
 from optax_gsm import _selection
 
 
@@ -123,7 +123,7 @@ def synflow(
 
   def one_round(r, masks):
     masked = _pruning.apply_masks(params, tree_of(masks))
-    scores = _gsm.pool_scores("taylor", _gsm.float_grad(objective, masked),
+    scores = _scores.pool_scores("taylor", _scores.float_grad(objective, masked),
                               masked, flags)
     # A pruned entry scores -inf, so it never ties its way back in.
     scores = [jnp.where(m, s, -jnp.inf) for m, s in zip(masks, scores)]

@@ -43,8 +43,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from optax_gsm import _gsm
 from optax_gsm import _pool
+from optax_gsm import _scores
 from optax_gsm import _selection
 
 # e^-6 ~ 0.25%: a weight passive for the whole run keeps a quarter percent of
@@ -311,7 +311,7 @@ def prune_share(
 @jax.jit
 def _removed_share(pooled: list[jax.Array], kept: jax.Array) -> jax.Array:
   """Compiled once per pool layout: Q is an argument, not a constant."""
-  magnitudes = _gsm.magnitude_score(None, pooled)
+  magnitudes = _scores.magnitude_score(None, pooled)
   masks = _selection.top_k_masks(magnitudes, kept)
   total = sum(jnp.sum(jnp.square(m)) for m in magnitudes)
   removed = sum(jnp.sum(jnp.where(k, 0, jnp.square(m)))

@@ -23,7 +23,9 @@ import orbax.checkpoint as ocp
 
 import optax_gsm
 from optax_gsm import checkpoint
-from optax_gsm import models
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from examples.common import models  # pylint: disable=wrong-import-position
 
 COMPRESSION = 5
 

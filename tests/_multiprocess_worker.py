@@ -18,7 +18,10 @@ import optax
 from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 
 import optax_gsm
-from optax_gsm import models
+import os
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from examples.common import models  # pylint: disable=wrong-import-position
 
 STEPS = 6
 BATCH = 64

@@ -8,7 +8,7 @@ import zlib
 import numpy as np
 import pytest
 
-from optax_gsm import datasets
+from examples.common import datasets
 
 
 def _idx_bytes(array: np.ndarray, code: int = 0x08) -> bytes:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import optax_gsm
-from optax_gsm import models
+from examples.common import models
 
 MODEL = models.MLP((64, 32, 10))
 
@@ -30,7 +30,7 @@ def test_bcoo_matches_dense_and_sparse_apply_matches_model(pruned):
       assert sp.nse == np.count_nonzero(dense)
   x = jax.random.normal(jax.random.key(1), (3, 100))
   np.testing.assert_allclose(
-      jax.jit(lambda p, x: optax_gsm.sparse_mlp_apply(MODEL, p, x))(tree, x),
+      jax.jit(lambda p, x: models.sparse_mlp_apply(MODEL, p, x))(tree, x),
       MODEL.apply(pruned, x), atol=1e-5, rtol=1e-5)
 
 
@@ -50,7 +50,7 @@ def test_file_round_trip_is_exact_and_smaller(pruned, tmp_path, compress):
 
 
 def test_index_dtype_is_small(pruned):
-  arrays = optax_gsm.sparse_arrays(pruned)
+  arrays = optax_gsm.export.sparse_arrays(pruned)
   assert arrays["params/Dense_0/kernel::indices"].dtype == np.uint16
   assert arrays["params/Dense_2/kernel::indices"].dtype == np.uint16
   assert "params/Dense_0/bias::dense" in arrays
@@ -58,7 +58,7 @@ def test_index_dtype_is_small(pruned):
 
 def test_no_zeros_is_an_error():
   params = {"w": jnp.ones((3, 3)), "b": jnp.zeros(3)}
-  for fn in (optax_gsm.to_bcoo, optax_gsm.sparse_arrays,
+  for fn in (optax_gsm.to_bcoo, optax_gsm.export.sparse_arrays,
              lambda p: optax_gsm.save_sparse(io.BytesIO(), p)):
     with pytest.raises(ValueError, match="no pooled leaf of params holds a "
                        "zero"):
@@ -67,7 +67,7 @@ def test_no_zeros_is_an_error():
 
 def test_sparse_apply_needs_an_mlp():
   with pytest.raises(TypeError, match="MLP"):
-    optax_gsm.sparse_mlp_apply(models.LeNet5(), {}, jnp.ones((1, 4)))
+    models.sparse_mlp_apply(models.LeNet5(), {}, jnp.ones((1, 4)))
 
 
 def test_bfloat16_round_trip_and_reserved_names(tmp_path):

@@ -55,7 +55,7 @@ def reference_update(grads, params, kept):
   return treedef.unflatten(out), active
 
 
-@pytest.mark.parametrize("selection", optax_gsm.SELECTIONS)
+@pytest.mark.parametrize("selection", optax_gsm._selection.SELECTIONS)
 @pytest.mark.parametrize("seed", range(4))
 def test_mask_matches_brute_force(selection, seed):
   rng = np.random.default_rng(seed)

@@ -7,7 +7,7 @@ import optax
 import pytest
 
 import optax_gsm
-from optax_gsm import models
+from examples.common import models
 
 
 def _pool_without_output(params, output):
@@ -74,7 +74,7 @@ def test_prune_then_shrink_keeps_logits(model, shape, output, how):
   np.testing.assert_allclose(jax.jit(small.apply)(small_params, x),
                              jax.jit(model.apply)(pruned, x), atol=1e-5,
                              rtol=1e-5)
-  filters = optax_gsm.num_filters(params, pool)
+  filters = optax_gsm.structured.num_filters(params, pool)
   kept = sum(int(np.asarray(m).reshape(-1, m.shape[-1]).any(0).sum())
              for m in jax.tree.leaves(masks) if m.ndim >= 2)
   widths = (small.features[:-1] if isinstance(small, models.MLP)
@@ -97,7 +97,7 @@ def test_shrink_drops_channels_nobody_reads():
 
 
 def test_shrink_rejects_other_models():
-  with pytest.raises(TypeError, match="MLP and LeNet5"):
+  with pytest.raises(TypeError, match="Linen MLPs .* and LeNet-5s"):
     optax_gsm.shrink(object(), {})
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import optax_gsm
-from optax_gsm import models
+from examples.common import models
 
 MODEL = models.MLP((16, 16, 4))
 SHAPE = (1, 8)

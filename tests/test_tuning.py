@@ -11,7 +11,7 @@ import pytest
 from flax.training import train_state
 
 import optax_gsm
-from optax_gsm import models
+from examples.common import models
 
 
 def passive_decay(rates, weight_decay, momentum, z0=0.0):

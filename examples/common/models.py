@@ -1,8 +1,9 @@
-"""Small Flax models used by the examples and benchmarks (the paper's nets)."""
+"""Flax models shared by the examples, benchmarks and tests (the paper's nets)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -72,3 +73,43 @@ class LeNet5(nn.Module):
 def accuracy(logits: jax.Array, labels: jax.Array) -> jax.Array:
   """Fraction of argmax predictions equal to the labels."""
   return jnp.mean(jnp.argmax(logits, -1) == labels)
+
+
+def sparse_mlp_apply(model: MLP, params: Any, x: jax.Array
+                     ) -> jax.Array:
+  """Runs :class:`MLP` with BCOO kernels from ``optax_gsm.to_bcoo``.
+
+  ``jax.experimental.sparse.sparsify`` does not trace through Flax's
+  ``apply``, so this is the MLP's forward pass with each ``x @ kernel`` a
+  dense-by-sparse product.
+
+  Args:
+    model: the MLP.
+    params: its params, kernels as BCOO (dense ones work too).
+    x: the inputs, flattened as the MLP does.
+
+  Returns:
+    The logits.
+
+  Example:
+    >>> import jax, jax.numpy as jnp
+    >>> import optax_gsm
+    >>> model = MLP((4, 2))
+    >>> params = model.init(jax.random.key(0), jnp.ones((1, 3)))
+    >>> params = jax.tree.map(lambda w: w * (jnp.abs(w) > 0.4), params)
+    >>> x = jnp.ones((2, 3))
+    >>> out = sparse_mlp_apply(model, optax_gsm.to_bcoo(params), x)
+    >>> bool(jnp.allclose(out, model.apply(params, x), atol=1e-6))
+    True
+  """
+  if not isinstance(model, MLP):
+    raise TypeError(f"model must be examples.common.models.MLP, got "
+                    f"{type(model).__name__}.")
+  layers = params["params"] if set(params) == {"params"} else params
+  x = x.reshape((x.shape[0], -1))
+  for i in range(len(model.features)):
+    layer = layers[f"Dense_{i}"]
+    x = x @ layer["kernel"] + layer["bias"]
+    if i < len(model.features) - 1:
+      x = jax.nn.relu(x)
+  return x
