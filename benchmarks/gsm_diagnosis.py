@@ -1,7 +1,7 @@
 """Why GSM's hard prune loses accuracy, and which variant ends lossless.
 
 LeNet-300-100 on Fashion-MNIST, 55,000 train / 5,000 validation (carved from
-the training set), the official lottery schedules (gsm.md section 7) times
+the training set), the official code's lottery-ticket schedules times
 ``--scale``, an epoch as one jitted ``lax.scan``. GSM is written out here with
 its masks in the open (the library's ``top_k_masks``), so that every step's
 active set can be compared with the last. Per GSM epoch it records:
@@ -231,7 +231,8 @@ def main():
   ap.add_argument("--ratio", type=float, default=60)
   ap.add_argument("--seed", type=int, default=0)
   ap.add_argument("--variants", default="paper")
-  ap.add_argument("--out", default="/work/runs")
+  ap.add_argument("--out", default="runs",
+                  help="folder for the result files (default: ./runs)")
   ap.add_argument("--base-only", action="store_true")
   ap.add_argument("--plot", nargs="+", default=None,
                   help="plot these result files to benchmarks/results/"
@@ -294,7 +295,7 @@ def main():
 
 
 def plot(paths, out_png):
-  """Diagnostics over training, one line per variant (issue 9, step 1)."""
+  """Diagnostics over training, one line per variant (docs/lossless.md)."""
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top

@@ -5,7 +5,7 @@ ratio C, and from that base with the same number of steps K and the same
 learning-rate schedule:
 
 * ``gsm``: the paper's GSM (``optax_gsm.gsm_sgd``, momentum 0.99), then a hard
-  global magnitude prune, no fine-tuning (gsm.md section 6);
+  global magnitude prune, no fine-tuning (the paper's pipeline);
 * ``gsm_lossless``: GSM with our option ``prune_step`` (docs/lossless.md):
   the hard prune at the first learning-rate decay, the mask held for the rest
   of the same schedule (``score_decay`` stays off; it lost on validation);
@@ -57,6 +57,7 @@ from paper_report import TABLE_BEGIN, write_doc  # pylint: disable=unused-import
 from paper_train import Trainer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+COMMAND_SEPARATOR = " + "  # between the commands of merged runs
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -76,7 +77,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
   p.add_argument("--name", default=None,
                  help="output file prefix (default paper_<protocol>)")
   p.add_argument("--doc", default=None,
-                 help="Markdown file whose table block is rewritten")
+                 help="Markdown file whose table block is rewritten (with "
+                 "--summarize: docs/evidence.md unless given; never the "
+                 "README)")
   p.add_argument("--models", default=None,
                  help=f"comma-separated, from {sorted(MODELS)}")
   p.add_argument("--methods", default=None,
@@ -385,19 +388,9 @@ def report(rows, cfg, data_name, out_dir, prefix, doc, command,
     print("\n" + text + "\n\nClaims check:\n" + "\n".join(result["claims"]),
           flush=True)
     if doc:
-      budgets = sorted({(r["protocol"], r["scale"], r["batch_size"],
-                         r["model"], r["base_steps"], r["prune_steps"])
-                        for r in rows})
-      steps = "; ".join(f"{p} x{s:g}, batch {b}, {m}: base {bs} steps, K {k}"
-                        for p, s, b, m, bs, k in budgets)
-      report_lib.write_doc(doc, f"Command: `{command}` on {data_name}; "
-                           f"{steps}; mean ± std over seeds; wall time "
-                           "excludes compilation. Test accuracy (%), mean "
-                           "± std over seeds; no fine-tuning for gsm and "
-                           "gsm_lossless.\n\n" +
-                           report_lib.compact_table(summary) +
-                           "\n\nClaims check (means over seeds):\n\n" +
-                           "\n".join(result["claims"]))
+      report_lib.write_doc(doc, report_lib.doc_block(
+          command.split(COMMAND_SEPARATOR), data_name, rows, summary,
+          result["claims"]))
   return result
 
 
@@ -417,8 +410,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
       data_name = saved["data"]
       commands.append(saved["command"].strip() + (
           "" if saved["complete"] else " (stopped early)"))
-    return report(rows, cfg, data_name, args.out_dir, prefix, args.doc,
-                  " + ".join(commands), done=True)
+    return report(rows, cfg, data_name, args.out_dir, prefix,
+                  args.doc or report_lib.EVIDENCE_DOC,
+                  COMMAND_SEPARATOR.join(commands), done=True)
   data = protocol.load_data(cfg, args.data_dir)
   n_train = len(data["y_train"])
   protocol.resolve_steps(cfg, n_train)

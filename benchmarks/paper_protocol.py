@@ -2,7 +2,7 @@
 
 Three protocols share one code path:
 
-* ``paper``: the official lottery-ticket scripts' schedules (gsm.md section 7),
+* ``paper``: the official lottery-ticket scripts' schedules (the paper's code),
   counted in epochs of ``batch_size`` examples: base 200 epochs, lr 3e-2 x0.1
   at 40/80/120/160, momentum 0.9; GSM 280 epochs, lr 1e-2 x0.1 at
   160/200/240, beta 0.99 Nesterov; weight decay 5e-4 on the kernels; batch

@@ -11,6 +11,11 @@ from paper_protocol import BASELINES, METHODS
 
 TABLE_BEGIN = "<!-- paper-table:begin -->"
 TABLE_END = "<!-- paper-table:end -->"
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Where ``paper.py --summarize`` writes its block unless ``--doc`` says
+# otherwise. The README keeps a compact table of a few rows; the full table,
+# the claims check and the per-layer densities live in the docs.
+EVIDENCE_DOC = os.path.join(ROOT, "docs", "evidence.md")
 
 
 def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -232,8 +237,28 @@ def plot(summary: list[dict[str, Any]], out_dir: str, prefix: str
   return paths
 
 
+def doc_block(commands: list[str], data_name: str, rows: list[dict[str, Any]],
+              summary: list[dict[str, Any]], claims_list: list[str]) -> str:
+  """The Markdown block: commands (one a line), budgets, table, claims."""
+  budgets = sorted({(r["protocol"], r["scale"], r["batch_size"], r["model"],
+                     r["base_steps"], r["prune_steps"]) for r in rows})
+  steps = "; ".join(f"{p} x{s:g}, batch {b}, {m}: base {bs} steps, K {k}"
+                    for p, s, b, m, bs, k in budgets)
+  return ("Commands (merged by `--summarize`):\n\n```\n" +
+          "\n".join(commands) + "\n```\n\n" +
+          f"Data: {data_name}. Budgets: {steps}. Test accuracy (%), mean ± "
+          "std over seeds; no fine-tuning for gsm and gsm_lossless; wall time "
+          "excludes compilation.\n\n" + compact_table(summary) +
+          "\n\nClaims check (means over seeds):\n\n" +
+          "\n".join(claims_list))
+
+
 def write_doc(path: str, block: str) -> None:
   """Replaces the table block of ``path`` (or creates the file)."""
+  if os.path.basename(path).lower() == "readme.md":
+    raise ValueError(
+        f"--doc {path}: the README keeps a compact table of a few rows; "
+        f"write the full table to the docs (default {EVIDENCE_DOC}).")
   block = f"{TABLE_BEGIN}\n{block}\n{TABLE_END}"
   text = open(path).read() if os.path.exists(path) else ""
   if TABLE_BEGIN in text and TABLE_END in text:

@@ -19,8 +19,8 @@ default (``--compression 5``). The methods:
   ``gsm_sgd[sort]`` and ``gsm_sgd[top_k]`` too, up to ``--reference-max``
   parameters only (1M by default, so at 266K: they are full sorts, about a
   second per update at 1M and several at 25M);
-* ``torch_gsm_sgd``: the official per-step GSM mask (``/work/shared/
-  reference/gsm.md`` sections 2 and 5, re-implemented here): concatenate
+* ``torch_gsm_sgd``: the official per-step GSM mask (as the paper's released
+  PyTorch code computes it, re-implemented here): concatenate
   ``|grad * w|`` over every 2-D and 4-D tensor, take the k-th largest value
   with ``torch.topk``, k = ``int(N_pool / C)``, keep the entries ``>=`` that
   threshold, multiply the pooled gradients by the mask (out of place, as the

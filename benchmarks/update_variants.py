@@ -1,7 +1,7 @@
 """The GSM update's stages, and two candidate speed-ups, timed side by side.
 
 Where the time of ``optax_gsm.gsm`` goes on this backend, and whether two
-ideas would cut it (issue 10), with every variant's masks checked bit for bit
+ideas would cut it, with every variant's masks checked bit for bit
 against the library's:
 
 * ``top_digit_reuse``: keep the previous step's top 16-bit digit of the

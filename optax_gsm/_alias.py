@@ -16,6 +16,7 @@ def gsm_sgd(
     compression: Any = None,
     *,
     density: Any = None,
+    sparsity: Any = None,
     momentum: float = 0.99,
     weight_decay: float = 5e-4,
     nesterov: bool = False,
@@ -42,6 +43,7 @@ def gsm_sgd(
     learning_rate: :math:`\alpha`, a number or an optax schedule.
     compression: C >= 1, total over kept entries. Give this or ``density``.
     density: d in (0, 1], kept over total entries.
+    sparsity: or s in [0, 1), removed over total entries (d = 1 - s).
     momentum: :math:`\beta`; the paper uses 0.98 to 0.99.
     weight_decay: :math:`\eta`, L2 decay added inside the momentum buffer.
     nesterov: use Nesterov momentum (the paper's lottery-ticket code does).
@@ -76,6 +78,8 @@ def gsm_sgd(
     >>> optax.apply_updates(params, updates)["w"].tolist()
     [[1.0, -2.0], [0.5, 2.4000000953674316]]
   """
+  compression, density = _pool.canonical_ratio(compression, density, sparsity,
+                                               "gsm_sgd")
   parts = [
       _gsm.gsm(compression, density=density, prunable=prunable,
           criterion=criterion, selection=selection, score_decay=score_decay),

@@ -124,6 +124,7 @@ def gsm(
     compression: Any = None,
     *,
     density: Any = None,
+    sparsity: Any = None,
     prunable: _pool.Prunable = None,
     criterion: _scores.Criterion = "taylor",
     selection: str = "histogram",
@@ -162,6 +163,7 @@ def gsm(
     compression: C >= 1, total over kept entries. Give this or ``density``.
     density: d in (0, 1], kept over total entries. Both may be arrays, so
       ``optax.inject_hyperparams`` can inject them or a schedule of them.
+    sparsity: or s in [0, 1), removed over total entries (d = 1 - s).
     prunable: the pool: ``None`` for floating leaves with ``ndim >= 2``, a
       pytree of bools (or a prefix of one), or a callable of params giving
       one, as in ``optax.masked``.
@@ -197,6 +199,8 @@ def gsm(
     Ding et al, `Global Sparse Momentum SGD for Pruning Very Deep Neural
     Networks <https://arxiv.org/abs/1909.12778>`_, 2019
   """
+  compression, density = _pool.canonical_ratio(compression, density, sparsity,
+                                               "gsm")
   _pool.validate_ratio(compression, density)
   _scores.criterion_fn(criterion)
   _selection.check_selection(selection)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import decimal
 import fractions
 import math
 import numbers
@@ -126,6 +127,70 @@ def _ratio(compression: Any, density: Any) -> tuple[str, Any]:
                                                                 density)
 
 
+def canonical_ratio(compression: Any, density: Any, sparsity: Any,
+                    where: str) -> tuple[Any, Any]:
+  """``(compression, density)``, with a sparsity s spelled as density 1 - s.
+
+  A ratio has three spellings: ``compression`` C (total/kept, as the paper
+  writes it), ``density`` d (kept/total) and ``sparsity`` s (removed/total,
+  as jaxpruner and ``torch.nn.utils.prune`` write it); d = 1/C = 1 - s. At
+  most one may be given; :func:`validate_ratio` then checks the one left.
+
+  Args:
+    compression: C, or None.
+    density: d, or None.
+    sparsity: s in [0, 1), or None; a number or a scalar float32/float64
+      array (traced under ``optax.inject_hyperparams``).
+    where: the caller's name, for the error.
+
+  Returns:
+    ``(compression, density)``. A given ``sparsity`` becomes the density
+    ``1 - s``, a float computed in decimal on the shortest digits of s, so
+    ``sparsity=0.9`` keeps exactly what ``density=0.1`` keeps; a traced s
+    becomes ``1 - s`` in its own dtype (float32: up to N * 2**-25 more
+    entries off than the same traced density).
+
+  Raises:
+    TypeError: if two spellings are given (naming both), or if ``sparsity``
+      is not a number or a scalar float array.
+    ValueError: if a concrete ``sparsity`` lies outside [0, 1).
+  """
+  given = [n for n, v in (("compression", compression), ("density", density),
+                          ("sparsity", sparsity)) if v is not None]
+  if len(given) > 1:
+    raise TypeError(
+        f"{where}: the ratio is given twice, as {' and '.join(given)}; give "
+        "exactly one of compression (total/kept), density (kept/total) and "
+        "sparsity (removed/total).")
+  if sparsity is None:
+    return compression, density
+  if callable(sparsity):
+    raise TypeError(
+        "sparsity takes a number; to change it over training wrap the "
+        "transformation in optax.inject_hyperparams and pass a schedule there.")
+  dtype = getattr(sparsity, "dtype", None)
+  if (isinstance(sparsity, (bool, np.bool_))
+      or not isinstance(sparsity, (numbers.Real, jax.Array, np.ndarray))
+      or jnp.ndim(sparsity) or dtype is not None and not (
+          jnp.issubdtype(dtype, jnp.floating) and jnp.finfo(dtype).bits >= 32
+          or jnp.issubdtype(dtype, jnp.integer))):
+    raise TypeError("sparsity must be a number or a scalar float32/float64 "
+                    f"array, got {sparsity!r}.")
+  if isinstance(sparsity, jax.core.Tracer):
+    return None, 1 - sparsity  # injected: float32 (x64: float64) arithmetic
+  value = np.asarray(sparsity)[()]
+  if not 0 <= float(value) < 1:
+    raise ValueError(f"sparsity must lie in [0, 1) (removed/total), got "
+                     f"{sparsity!r}.")
+  # 1 - s on the shortest decimal that reads back as s (in its own dtype),
+  # so that sparsity=0.9 keeps exactly what density=0.1 keeps: in binary,
+  # 1 - s carries s's rounding error, relative to the much smaller d.
+  shortest = np.format_float_positional(
+      value if jnp.issubdtype(value.dtype, jnp.floating) else float(value),
+      unique=True, trim="0")
+  return None, float(1 - decimal.Decimal(shortest))
+
+
 def validate_ratio(compression: Any, density: Any) -> None:
   """Checks that exactly one of ``compression`` and ``density`` is given.
 
@@ -137,9 +202,9 @@ def validate_ratio(compression: Any, density: Any) -> None:
   """
   if (compression is None) == (density is None):
     raise ValueError(
-        "give exactly one of compression (total/kept, >= 1) and density "
-        f"(kept/total, in (0, 1]); got compression={compression!r}, "
-        f"density={density!r}.")
+        "give exactly one of compression (total/kept, >= 1), density "
+        "(kept/total, in (0, 1]) and sparsity (removed/total, in [0, 1)); got "
+        f"compression={compression!r}, density={density!r}.")
   name, value = _ratio(compression, density)
   if callable(value):
     raise TypeError(

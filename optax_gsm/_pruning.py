@@ -27,6 +27,7 @@ def prune(
     compression: Any = None,
     *,
     density: Any = None,
+    sparsity: Any = None,
     prunable: _pool.Prunable = None,
     criterion: _scores.Criterion = "magnitude",
     grads: Any = None,
@@ -43,6 +44,7 @@ def prune(
     params: the parameters.
     compression: C >= 1, total over kept entries. Give this or ``density``.
     density: d in (0, 1], kept over total entries.
+    sparsity: or s in [0, 1), removed over total entries (d = 1 - s).
     prunable: the pool, as in :func:`optax_gsm.gsm`.
     criterion: ``"magnitude"`` (default), ``"taylor"`` (needs ``grads``) or a
       callable ``(grads, params) -> scores``.
@@ -62,6 +64,8 @@ def prune(
     >>> pruned["w"].tolist(), masks["b"] is None
     ([[0.0, -4.0], [0.0, 3.0]], True)
   """
+  compression, density = _pool.canonical_ratio(compression, density, sparsity,
+                                               "prune")
   _pool.validate_ratio(compression, density)
   flags = _pool.pooled_flags(prunable, params, "prune")
   grads = _scores.grads_for(criterion, grads, params, "prune")
@@ -200,6 +204,7 @@ def hard_prune_at(
     compression: Any = None,
     *,
     density: Any = None,
+    sparsity: Any = None,
     prunable: _pool.Prunable = None,
     selection: str = "histogram",
 ) -> optax.GradientTransformationExtraArgs:
@@ -222,6 +227,7 @@ def hard_prune_at(
     step: the update at which to prune, an int >= 0.
     compression: C >= 1, total over kept entries. Give this or ``density``.
     density: d in (0, 1], kept over total entries.
+    sparsity: or s in [0, 1), removed over total entries (d = 1 - s).
     prunable: the pool, as in :func:`optax_gsm.gsm`.
     selection: the top-Q method, as in :func:`optax_gsm.gsm`.
 
@@ -244,6 +250,8 @@ def hard_prune_at(
     [[0.0, -4.0], [0.0, 3.0]]
   """
   step = _check_step(step)
+  compression, density = _pool.canonical_ratio(compression, density, sparsity,
+                                               "hard_prune_at")
   _pool.validate_ratio(compression, density)
   _selection.check_selection(selection)
 
@@ -392,7 +400,7 @@ def sparsity_report(tree: Any, prunable: _pool.Prunable = None
     if not flag:
       continue
     x = np.asarray(x)
-    rows.append(LeafSparsity(path=_paths.name(path),
+    rows.append(LeafSparsity(path=_paths.name(path, drop_collection=True),
                              shape=tuple(x.shape),
                              kept=int(np.count_nonzero(x)), total=int(x.size)))
   if not rows:

@@ -167,6 +167,7 @@ def snip_masks(
     compression: Any = None,
     *,
     density: Any = None,
+    sparsity: Any = None,
     prunable: _pool.Prunable = None,
     selection: str = "histogram",
 ) -> Any:
@@ -185,6 +186,7 @@ def snip_masks(
     batch: one batch, passed to ``loss_fn`` as is.
     compression: C >= 1, total over kept entries. Give this or ``density``.
     density: d in (0, 1], kept over total entries.
+    sparsity: or s in [0, 1), removed over total entries (d = 1 - s).
     prunable: the pool, as in :func:`optax_gsm.gsm`.
     selection: the top-Q method, as in :func:`optax_gsm.gsm`.
 
@@ -208,6 +210,8 @@ def snip_masks(
   """
   if not callable(loss_fn):
     raise TypeError(f"loss_fn must be callable, got {type(loss_fn).__name__}.")
+  compression, density = _pool.canonical_ratio(compression, density, sparsity,
+                                               "snip_masks")
   _pool.validate_ratio(compression, density)
   grads = _scores.float_grad(loss_fn, params, batch)
   return _pruning.prune(params, compression, density=density,
@@ -221,6 +225,7 @@ def lottery_ticket(
     compression: Any = None,
     *,
     density: Any = None,
+    sparsity: Any = None,
     prunable: _pool.Prunable = None,
     selection: str = "histogram",
 ) -> tuple[Any, Any]:
@@ -237,6 +242,7 @@ def lottery_ticket(
     trained_params: the trained parameters, same structure and shapes.
     compression: C >= 1, total over kept entries. Give this or ``density``.
     density: d in (0, 1], kept over total entries.
+    sparsity: or s in [0, 1), removed over total entries (d = 1 - s).
     prunable: the pool, as in :func:`optax_gsm.gsm`.
     selection: the top-Q method, as in :func:`optax_gsm.gsm`.
 
@@ -256,6 +262,8 @@ def lottery_ticket(
     Frankle & Carbin, `The Lottery Ticket Hypothesis: Finding Sparse,
     Trainable Neural Networks <https://arxiv.org/abs/1803.03635>`_, 2019
   """
+  compression, density = _pool.canonical_ratio(compression, density, sparsity,
+                                               "lottery_ticket")
   init_def, trained_def = (jax.tree.structure(init_params),
                            jax.tree.structure(trained_params))
   if init_def != trained_def:

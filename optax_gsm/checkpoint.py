@@ -17,6 +17,9 @@ from typing import Any
 import jax
 import optax
 
+from optax_gsm import _pool
+from optax_gsm import metrics
+
 _MAX_LISTED = 8
 
 
@@ -158,6 +161,27 @@ def _abstract(tree: Any) -> Any:
       tree)
 
 
+def _check_ratio(params: Any, opt_state: Any, hyperparams: dict) -> None:
+  """Raises if the ratio in ``hyperparams`` keeps another Q than the state."""
+  ratio = {k: hyperparams.get(k) for k in ("compression", "density",
+                                            "sparsity")}
+  if all(v is None for v in ratio.values()):
+    return
+  compression, density = _pool.canonical_ratio(*ratio.values(),
+                                               "checkpoint.save")
+  found = metrics.kept_and_pool(opt_state, params)
+  if found is None:  # no GSMState, or not updated yet: nothing to compare
+    return
+  kept, pool = found
+  want = _pool.num_kept(pool, compression, density, "checkpoint.save")
+  if int(want) != kept:
+    given = ", ".join(f"{k}={v!r}" for k, v in ratio.items() if v is not None)
+    raise ValueError(
+        f"checkpoint.save: {given} keeps {int(want)} of {pool} entries, but "
+        f"the GSM state keeps {kept} (compression {pool / kept:.6g}); save "
+        "with the ratio the optimizer was built with.")
+
+
 def save(manager: Any, step: int, params: Any, opt_state: Any,
          **hyperparams: Any) -> bool:
   """Saves params and optimizer state with their description.
@@ -169,10 +193,16 @@ def save(manager: Any, step: int, params: Any, opt_state: Any,
     params: the parameters.
     opt_state: the optimizer state.
     **hyperparams: numbers or strings :func:`restore` must find again, e.g.
-      ``compression=10``.
+      ``compression=10``. A ratio (``compression``, ``density`` or
+      ``sparsity``) must keep the Q entries that the GSM state in
+      ``opt_state`` counts as active (once updated); with an injected
+      schedule, give the ratio of this step.
 
   Returns:
     Whether the manager saved (it may skip steps by its save interval).
+
+  Raises:
+    ValueError: if the ratio disagrees with the GSM state's.
 
   Example:
     >>> import tempfile, jax.numpy as jnp, optax_gsm
@@ -186,6 +216,7 @@ def save(manager: Any, step: int, params: Any, opt_state: Any,
     >>> restored["w"].tolist()
     [[0.0, 1.0, 2.0], [3.0, 4.0, 5.0]]
   """
+  _check_ratio(params, opt_state, hyperparams)
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
   description = describe(params, opt_state, **hyperparams)
   return manager.save(step, args=ocp.args.Composite(

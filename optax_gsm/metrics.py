@@ -8,6 +8,7 @@ import jax
 
 from optax_gsm import _gsm
 from optax_gsm import _paths
+from optax_gsm import _pool
 from optax_gsm import tuning
 
 
@@ -42,6 +43,7 @@ def gsm_metrics(
     *,
     compression: Any = None,
     density: Any = None,
+    sparsity: Any = None,
 ) -> dict[str, float | int]:
   """Step, active counts and densities of GSM, as a flat dict of scalars.
 
@@ -56,15 +58,18 @@ def gsm_metrics(
     state: an optimizer state, or an object with an ``opt_state`` attribute
       (``flax.training.train_state.TrainState``, ``nnx.Optimizer``).
     params: the parameters; needed for densities and the prune share.
-    compression: the ratio for ``gsm/prune_share`` (needs ``params``).
+    compression: the ratio for ``gsm/prune_share`` (needs ``params``);
+      without one, the state's own Q / N after its first update.
     density: or the kept fraction for it.
+    sparsity: or s in [0, 1), removed over total entries (d = 1 - s).
 
   Returns:
     ``{"gsm/step": int, "gsm/active": int}``; without ``params``,
     ``"gsm/active/<leaf>"`` (int) per pooled leaf; with ``params``,
     ``"gsm/pool"`` (int), ``"gsm/density"`` and ``"gsm/density/<leaf>"``
-    (active over size, float); with ``params`` and a ratio,
-    ``"gsm/prune_share"`` (:func:`optax_gsm.prune_share` over GSM's pool).
+    (active over size, float) and, once the state has been updated (or
+    with a ratio), ``"gsm/prune_share"`` (:func:`optax_gsm.prune_share`
+    over GSM's pool).
 
   Example:
     >>> import jax.numpy as jnp, optax_gsm
@@ -73,10 +78,12 @@ def gsm_metrics(
     >>> _, state = opt.update(params, opt.init(params), params)
     >>> optax_gsm.gsm_metrics(state)
     {'gsm/step': 1, 'gsm/active': 2, 'gsm/active/w': 2}
-    >>> m = optax_gsm.gsm_metrics(state, params, compression=2)
+    >>> m = optax_gsm.gsm_metrics(state, params)  # the ratio from the state
     >>> m["gsm/density/w"], round(m["gsm/prune_share"], 4)
     (0.5, 0.0877)
   """
+  compression, density = _pool.canonical_ratio(compression, density, sparsity,
+                                               "gsm_metrics")
   state = getattr(state, "opt_state", state)
   step, active = _active_counts(state)
   metrics: dict[str, float | int] = {"gsm/step": step,
@@ -99,8 +106,34 @@ def gsm_metrics(
   metrics["gsm/density"] = metrics["gsm/active"] / pool
   metrics.update({f"gsm/density/{k}": v / sizes[k]
                   for k, v in active.items()})
+  if compression is None and density is None and step >= 1:
+    density = metrics["gsm/density"]  # Q / N: the state's own ratio
   if compression is not None or density is not None:
     prunable = treedef.unflatten([n in active for n in names])
     metrics["gsm/prune_share"] = float(tuning.prune_share(
         params, compression, density=density, prunable=prunable))
   return metrics
+
+
+def kept_and_pool(state: Any, params: Any) -> tuple[int, int] | None:
+  """GSM's Q (its active entries) and pool size N, read from the state.
+
+  After the first update the active counts of :class:`optax_gsm.GSMState`
+  sum to exactly Q, so the ratio the state was built with is Q / N.
+
+  Args:
+    state: an optimizer state (or an object with ``opt_state``).
+    params: the parameters.
+
+  Returns:
+    ``(Q, N)``, or None when ``state`` holds no ``GSMState`` or has not
+    been updated yet.
+  """
+  state = getattr(state, "opt_state", state)
+  if not any(_is_gsm_state(s) for s in jax.tree.leaves(
+      state, is_leaf=_is_gsm_state)):
+    return None
+  found = gsm_metrics(state, params)
+  if found["gsm/step"] < 1:
+    return None
+  return found["gsm/active"], found["gsm/pool"]

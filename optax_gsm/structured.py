@@ -76,6 +76,7 @@ def structured_gsm(
     compression: Any = None,
     *,
     density: Any = None,
+    sparsity: Any = None,
     prunable: _pool.Prunable = None,
     criterion: _scores.Criterion = "taylor",
     reduction: str = "sum",
@@ -95,6 +96,7 @@ def structured_gsm(
   Args:
     compression: C >= 1 over filters. Give this or ``density``.
     density: d in (0, 1], kept over total filters; may be injected.
+    sparsity: or s in [0, 1), removed over total filters (d = 1 - s).
     prunable: the pool, as in :func:`optax_gsm.gsm`; every pooled leaf needs
       ``ndim >= 2`` with output channels on the last axis (Flax layout).
       Leave the output layer out to keep every class.
@@ -123,6 +125,8 @@ def structured_gsm(
     >>> updates["w"].tolist(), int(state.active["w"])
     ([[0.0, 1.0, 0.0], [0.0, 1.0, 0.0]], 1)
   """
+  compression, density = _pool.canonical_ratio(compression, density, sparsity,
+                                               "structured_gsm")
   _pool.validate_ratio(compression, density)
   _scores.criterion_fn(criterion)  # pylint: disable=protected-access
   _check_reduction(reduction)
@@ -183,6 +187,7 @@ def structured_prune(
     compression: Any = None,
     *,
     density: Any = None,
+    sparsity: Any = None,
     prunable: _pool.Prunable = None,
     criterion: _scores.Criterion = "magnitude",
     grads: Any = None,
@@ -201,6 +206,7 @@ def structured_prune(
     params: the parameters.
     compression: C >= 1 over filters. Give this or ``density``.
     density: d in (0, 1], kept over total filters.
+    sparsity: or s in [0, 1), removed over total filters (d = 1 - s).
     prunable: the pool, as in :func:`structured_gsm`.
     criterion: ``"magnitude"`` (default), ``"taylor"`` (needs ``grads``) or a
       callable ``(grads, params) -> scores``.
@@ -223,6 +229,8 @@ def structured_prune(
     >>> pruned["kernel"].tolist(), pruned["bias"].tolist()
     ([[0.0, -4.0], [0.0, 3.0]], [0.0, 0.5])
   """
+  compression, density = _pool.canonical_ratio(compression, density, sparsity,
+                                               "structured_prune")
   _pool.validate_ratio(compression, density)
   flags = _pool.pooled_flags(prunable, params, "structured_prune")
   _check_reduction(reduction)

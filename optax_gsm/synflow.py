@@ -49,6 +49,7 @@ def synflow(
     compression: Any = None,
     *,
     density: Any = None,
+    sparsity: Any = None,
     rounds: int = 100,
     prunable: _pool.Prunable = None,
     selection: str = "histogram",
@@ -77,6 +78,7 @@ def synflow(
     input_shape: the input's shape, batch axis included.
     compression: C >= 1, total over kept entries. Give this or ``density``.
     density: d in (0, 1], kept over total entries.
+    sparsity: or s in [0, 1), removed over total entries (d = 1 - s).
     rounds: :math:`R_n \ge 1`; the paper uses 100.
     prunable: the pool, as in :func:`optax_gsm.gsm`.
     selection: ``"histogram"`` or ``"sort"`` (the per-round count is traced).
@@ -103,6 +105,8 @@ def synflow(
         f"apply_fn must be callable, got {type(apply_fn).__name__}.")
   rounds = _pool.check_int("rounds", rounds, 1)
   _selection.check_selection(selection, traced_k=True)
+  compression, density = _pool.canonical_ratio(compression, density, sparsity,
+                                               "synflow")
   _pool.validate_ratio(compression, density)
   flags = _pool.pooled_flags(prunable, params, "synflow")
   pool_size = sum(x.size for x, f in zip(jax.tree.leaves(params), flags) if f)

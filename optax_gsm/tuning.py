@@ -273,6 +273,7 @@ def prune_share(
     compression: Any = None,
     *,
     density: Any = None,
+    sparsity: Any = None,
     prunable: _pool.Prunable = None,
 ) -> jax.Array:
   r"""The share of the pool's squared norm that a hard prune would remove now.
@@ -289,6 +290,7 @@ def prune_share(
     params: the parameters.
     compression: C >= 1. Give this or ``density``.
     density: d in (0, 1].
+    sparsity: or s in [0, 1), removed over total entries (d = 1 - s).
     prunable: the pool, as in :func:`optax_gsm.gsm`.
 
   Returns:
@@ -300,6 +302,8 @@ def prune_share(
     >>> round(float(optax_gsm.prune_share(params, compression=4)), 4)
     0.1
   """
+  compression, density = _pool.canonical_ratio(compression, density, sparsity,
+                                               "prune_share")
   _pool.validate_ratio(compression, density)
   flags = _pool.pooled_flags(prunable, params, "prune_share")
   pooled = [w for w, f in zip(jax.tree.leaves(params), flags) if f]

@@ -199,7 +199,7 @@ def test_prune_with_callable_criterion_needs_grads():
                     criterion=optax_gsm.taylor_score)
 
 
-# Review (issue 12) regressions: masks, None leaves and ratio checks.
+# Review regressions: masks, None leaves and ratio checks.
 
 
 def test_keep_masked_takes_prunes_masks_when_params_hold_none():
