@@ -56,3 +56,22 @@ def test_the_reference_builds_without_warnings(tmp_path):
       check=False)
   assert done.returncode == 0, done.stdout + done.stderr
   assert (tmp_path / "html" / "transformations.html").exists()
+
+
+def test_paper_summaries_go_to_the_docs_never_the_readme(tmp_path):
+  sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+  try:
+    import paper_report  # pylint: disable=g-import-not-at-top
+  finally:
+    sys.path.pop(0)
+  assert paper_report.EVIDENCE_DOC == os.path.join(ROOT, "docs",
+                                                   "evidence.md")
+  with open(paper_report.EVIDENCE_DOC, encoding="utf-8") as f:
+    text = f.read()
+  assert text.count(paper_report.TABLE_BEGIN) == 1
+  assert text.count(paper_report.TABLE_END) == 1
+  readme = tmp_path / "README.md"
+  readme.write_text("# x\n")
+  with pytest.raises(ValueError, match="README keeps a compact table"):
+    paper_report.write_doc(str(readme), "table")
+  assert readme.read_text() == "# x\n"
