@@ -152,6 +152,7 @@ def structured_gsm(
                        "|grad * param|.")
     _pool.check_same_structure(updates, params, "structured_gsm")
     flags = flags_of(params)
+    _pool.check_state_fits(state, init_fn, params, "structured_gsm")
     masks = _filter_masks(criterion, updates, params, flags, compression,
                           density, selection, reduction, normalize_layers,
                           "structured_gsm")
