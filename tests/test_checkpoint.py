@@ -118,7 +118,7 @@ def test_state_or_masks_of_other_params_are_rejected():
   with pytest.raises(ValueError, match="masks must match params"):
     optax_gsm.keep_masked(masks).init(renamed)
   with pytest.raises(TypeError, match="hyperparams must be JSON"):
-    checkpoint.describe(params, state, compression=jnp.ones(()))
+    checkpoint.describe(params, state, compression=jnp.ones(2))
 
 
 def _distributed_snippets() -> list[str]:
