@@ -4,12 +4,41 @@ from __future__ import annotations
 
 from typing import Any
 
+import jax
+import numpy as np
 import optax
 
 from optax_gsm import _gsm
 from optax_gsm import _pool
 from optax_gsm import _pruning
 from optax_gsm import _scores
+
+def _check_mask(mask: Any) -> None:
+  """Raises for a bare bool: what a mask function returns when
+  ``optax.inject_hyperparams`` calls it with the step count."""
+  if isinstance(mask, str):
+    raise ValueError(f"weight_decay_mask takes None, \"prunable\", a pytree "
+                     f"or a callable of bools; got {mask!r}.")
+  if isinstance(mask, (bool, np.bool_)) or (
+      isinstance(mask, (jax.Array, np.ndarray)) and mask.dtype == bool
+      and mask.ndim == 0):
+    raise TypeError(
+        f"weight_decay_mask is a single bool ({bool(mask)}), not a pytree of "
+        "bools shaped like params: under optax.inject_hyperparams a mask "
+        "function is taken for a schedule and called with the step count. "
+        "Pass weight_decay_mask=\"prunable\", or name it in static_args: "
+        "optax.inject_hyperparams(optax_gsm.gsm_sgd, "
+        "static_args=(\"weight_decay_mask\",)). For no decay pass "
+        "weight_decay=0.")
+
+
+def _pool_mask(prunable: _pool.Prunable) -> Any:
+  """A weight-decay mask function selecting the pool of ``prunable``."""
+  def mask(params):
+    return jax.tree.unflatten(jax.tree.structure(params),
+                              _pool.pool_flags(prunable, params))
+  return mask
+
 
 def gsm_sgd(
     learning_rate: optax.ScalarOrSchedule,
@@ -47,9 +76,12 @@ def gsm_sgd(
     momentum: :math:`\beta`; the paper uses 0.98 to 0.99.
     weight_decay: :math:`\eta`, L2 decay added inside the momentum buffer.
     nesterov: use Nesterov momentum (the paper's lottery-ticket code does).
-    weight_decay_mask: optional pytree or callable of bools selecting the
-      leaves that decay (``optax.add_decayed_weights``'s ``mask``); all by
-      default. The paper's code decays only the pool.
+    weight_decay_mask: the leaves that decay: ``None`` (all, the default,
+      as the paper's equations write it), ``"prunable"`` (the pool only, as
+      the paper's code does), or a pytree or callable of bools as
+      ``optax.add_decayed_weights``'s ``mask``. Under
+      ``optax.inject_hyperparams`` a callable is taken for a schedule unless
+      named in ``static_args``; ``"prunable"`` needs no such care.
     prunable: the pool, as in :func:`gsm`.
     criterion: the importance score, as in :func:`gsm`.
     selection: the top-Q method, as in :func:`gsm`.
@@ -80,6 +112,10 @@ def gsm_sgd(
   """
   compression, density = _pool.canonical_ratio(compression, density, sparsity,
                                                "gsm_sgd")
+  if isinstance(weight_decay_mask, str) and weight_decay_mask == "prunable":
+    weight_decay_mask = _pool_mask(prunable)
+  else:
+    _check_mask(weight_decay_mask)
   parts = [
       _gsm.gsm(compression, density=density, prunable=prunable,
           criterion=criterion, selection=selection, score_decay=score_decay),

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from optax_gsm import _jit
 from optax_gsm import _pool
 from optax_gsm import _scores
 from optax_gsm import _selection
@@ -29,7 +30,13 @@ def _check_static_prunable(prunable: _pool.Prunable) -> None:
     return
   flags = jax.tree.leaves(prunable)
   if not any(flags):
-    raise ValueError("prunable selects no leaf: every flag is False.")
+    hint = ""
+    if isinstance(prunable, (bool, np.bool_)):  # a function of the count
+      hint = (" Under optax.inject_hyperparams a callable prunable is taken "
+              "for a schedule and called with the step count: name it in "
+              "static_args, e.g. optax.inject_hyperparams(optax_gsm.gsm, "
+              "static_args=(\"prunable\",)).")
+    raise ValueError("prunable selects no leaf: every flag is False." + hint)
 
 
 def _check_score_decay(score_decay: Any) -> Any:
@@ -48,6 +55,13 @@ def _check_score_decay(score_decay: Any) -> Any:
         score_decay.dtype, jnp.floating):
       raise TypeError("score_decay must be a number in [0, 1) or a scalar "
                       f"float array, got {score_decay!r}.")
+    if jnp.finfo(score_decay.dtype).bits < 32:
+      raise TypeError(
+          f"score_decay has dtype {jnp.dtype(score_decay.dtype).name}, too "
+          "coarse for a decay (0.999 rounds to 1.0 in bfloat16, which "
+          "freezes the averages at 0). optax.inject_hyperparams casts Python "
+          "floats to the params' dtype: pass score_decay=jnp.float32(...) "
+          "or optax.inject_hyperparams(..., hyperparam_dtype=jnp.float32).")
     if not isinstance(score_decay, jax.core.Tracer) and not (
         0 <= float(score_decay) < 1):
       raise ValueError(
@@ -60,6 +74,12 @@ def _check_score_decay(score_decay: Any) -> Any:
   if not 0 <= score_decay < 1:
     raise ValueError(f"score_decay must lie in [0, 1), got {score_decay!r}.")
   return float(score_decay)
+
+
+def _average_dtype(dtype: Any) -> Any:
+  """The averaged scores' dtype: real (a complex weight scores ``|g w|``),
+  float32 or wider."""
+  return jnp.finfo(_scores.score_dtype(dtype)).dtype
 
 
 def _averages_scores(score_decay: Any) -> bool:
@@ -79,18 +99,6 @@ def smooth_scores(average: list[Any], scores: list[Any], params: list[Any],
     out.append(jnp.where(w == 0, jnp.zeros((), a.dtype),
                          rho * a + (1 - rho) * t.astype(a.dtype)))
   return out
-
-
-def _check_state(state: GSMState, treedef: Any, flags: list[bool]) -> None:
-  """Raises if ``state`` was built by ``init`` for other params."""
-  want = jax.tree.structure(treedef.unflatten(
-      [0 if f else optax.MaskedNode() for f in flags]))
-  have = jax.tree.structure(state.active)
-  if have != want:
-    raise ValueError(
-        "gsm: the state does not belong to these params (was it restored "
-        f"for another model?): its active counts have structure {have}, "
-        f"these params' pool needs {want}.")
 
 
 def mask_pooled(updates: Any, flags: list[bool],
@@ -118,6 +126,32 @@ def mask_pooled(updates: Any, flags: list[bool],
       new_leaves.append(g)
       active.append(optax.MaskedNode())
   return treedef.unflatten(new_leaves), treedef.unflatten(active)
+
+
+def _gsm_step_fn(pool_updates: Any, pool_params: Any, averages: list[Any],
+                 *, kept: Any, decay: Any, criterion: _scores.Criterion,
+                 selection: str) -> tuple[list[Any], list[Any], list[Any]]:
+  """Scores, their moving average (if ``averages``), the top-Q masks.
+
+  ``pool_updates`` and ``pool_params`` hold ``None`` outside the pool, as
+  the criterion sees them.
+
+  Returns:
+    ``(masked pooled updates, active counts, new averages)`` in leaf order.
+  """
+  pooled_u = jax.tree.leaves(pool_updates)
+  pooled_w = jax.tree.leaves(pool_params)
+  scores = _scores.pool_scores(criterion, pool_updates, pool_params,
+                               [True] * len(pooled_w))
+  if averages:
+    scores = averages = smooth_scores(averages, scores, pooled_w, decay)
+  masks = _selection.top_k_masks(scores, kept, selection=selection)
+  return ([jnp.where(m, g, jnp.zeros((), g.dtype))
+           for m, g in zip(masks, pooled_u)],
+          [jnp.sum(m, dtype=jnp.uint32) for m in masks], averages)
+
+
+_gsm_step = _jit.cached_jit(_gsm_step_fn, ("criterion", "selection"))
 
 
 def gsm(
@@ -178,7 +212,10 @@ def gsm(
       average over about 100 steps. The state then holds one float32 per
       pooled entry. An array works too (``optax.inject_hyperparams`` injects
       one when ``score_decay`` is given to it); the state then always holds
-      the averages, and :math:`\rho = 0` gives the paper's mask.
+      the averages, and :math:`\rho = 0` gives the paper's mask. An array
+      must be float32 or wider: ``inject_hyperparams`` casts a Python float
+      to the params' dtype, and bfloat16 rounds 0.999 to 1.0, so with such
+      params pass ``jnp.float32(0.999)`` or ``hyperparam_dtype=jnp.float32``.
 
   Returns:
     A :class:`optax.GradientTransformationExtraArgs` whose ``update`` needs
@@ -222,7 +259,7 @@ def gsm(
     scores = ()
     if averages:
       scores = treedef.unflatten([
-          jnp.zeros(jnp.shape(x), _scores.score_dtype(x.dtype)) if f
+          jnp.zeros(jnp.shape(x), _average_dtype(x.dtype)) if f
           else optax.MaskedNode() for x, f in zip(leaves, flags)])
     return GSMState(count=jnp.zeros((), jnp.int32),
                     active=treedef.unflatten(active), scores=scores)
@@ -235,23 +272,28 @@ def gsm(
           "Taylor score is |grad * param|.")
     _pool.check_same_structure(updates, params, "gsm")
     flags = _pool.pooled_flags(prunable, params, "gsm")
-    _check_state(state, jax.tree.structure(updates), flags)
     if averages == (isinstance(state.scores, tuple) and not state.scores):
       raise ValueError(
           "gsm: the state was built with a different score_decay (it "
           f"{'lacks' if averages else 'holds'} averaged scores).")
-    scores = _scores.pool_scores(criterion, updates, params, flags)
-    pool_size = sum(s.size for s in scores)
+    _pool.check_state_fits(state, init_fn, params, "gsm")
+    pool_size = sum(math.prod(jnp.shape(w)) for w, f in
+                    zip(jax.tree.leaves(params), flags) if f)
     kept = _pool.num_kept(pool_size, compression, density, "gsm")
-    averaged = ()
-    if averages:
-      pooled = [w for w, f in zip(jax.tree.leaves(params), flags) if f]
-      scores = smooth_scores(
-          [a for a in jax.tree.leaves(state.scores)], scores, pooled,
-          score_decay)
-      averaged = jax.tree.structure(state.scores).unflatten(scores)
-    masks = _selection.top_k_masks(scores, kept, selection=selection)
-    updates, active = mask_pooled(updates, flags, masks)
+    leaves_u, treedef = jax.tree.flatten(updates)
+    leaves_w = treedef.flatten_up_to(params)
+    pooled_u, counts, new_averages = _gsm_step(
+        treedef.unflatten([u if f else None for u, f in zip(leaves_u, flags)]),
+        treedef.unflatten([w if f else None for w, f in zip(leaves_w, flags)]),
+        jax.tree.leaves(state.scores), kept=kept, decay=score_decay,
+        criterion=criterion, selection=selection)
+    pooled_u, counts = iter(pooled_u), iter(counts)
+    updates = treedef.unflatten([next(pooled_u) if f else u
+                                 for u, f in zip(leaves_u, flags)])
+    active = treedef.unflatten([next(counts) if f else optax.MaskedNode()
+                                for f in flags])
+    averaged = (jax.tree.structure(state.scores).unflatten(new_averages)
+                if averages else ())
     return updates, GSMState(count=optax.safe_increment(state.count),
                              active=active, scores=averaged)
 

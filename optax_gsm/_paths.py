@@ -75,6 +75,42 @@ def align(masks: Any, params: Any) -> Any:
   flat, treedef = jax.tree_util.tree_flatten_with_path(params,
                                                        is_leaf=_is_none)
   paths = [clean(p) for p, _ in flat]
-  if len(by_path) != len(flat) or set(paths) != set(by_path):
+  if len(set(paths)) != len(paths) or not set(paths) <= set(by_path):
+    return masks
+  # Masks of leaves params lack (an nnx.BatchStat of nnx.state(model) when
+  # the optimizer holds only nnx.Param) are dropped if they are None.
+  if any(by_path[p] is not None for p in set(by_path) - set(paths)):
     return masks
   return treedef.unflatten([by_path[p] for p in paths])
+
+
+def mismatch(masks: Any, params: Any, limit: int = 4) -> str:
+  """The leaf names where ``masks`` and ``params`` differ, for an error.
+
+  Example:
+    >>> mismatch({"a": None, "b": None}, {"a": 1.0, "c": 2.0})
+    'masks have b, which params lack; params have c, which masks lack'
+  """
+  def names(tree):
+    return [name(p) for p, _ in
+            jax.tree_util.tree_flatten_with_path(tree, is_leaf=_is_none)[0]]
+  have, want = names(masks), names(params)
+  extra = [n for n in have if n not in want]
+  missing = [n for n in want if n not in have]
+  def listed(items):
+    more = f" and {len(items) - limit} more" if len(items) > limit else ""
+    return ", ".join(items[:limit]) + more
+  parts = []
+  if extra:
+    nones = [n for n, (_, m) in zip(
+        have, jax.tree_util.tree_flatten_with_path(masks, is_leaf=_is_none)[0])
+             if n in extra and m is not None]
+    parts.append(f"masks have {listed(extra)}, which params lack"
+                 + (f" (with a mask, not None: {listed(nones)})"
+                    if nones else ""))
+  if missing:
+    parts.append(f"params have {listed(missing)}, which masks lack")
+  return "; ".join(parts) or (
+      f"the containers differ: {len(have)} mask leaves in "
+      f"{type(masks).__name__}, {len(want)} param leaves in "
+      f"{type(params).__name__}")

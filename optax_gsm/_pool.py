@@ -87,7 +87,11 @@ def pool_flags(prunable: Prunable, params: Any) -> list[bool]:
 def check_pool(flags: list[bool], params: Any, where: str) -> None:
   """Raises if the pool is empty or holds a non-floating leaf."""
   if not any(flags):
-    raise ValueError(f"{where}: prunable selects no leaf of params.")
+    raise ValueError(
+        f"{where}: prunable selects no leaf of params. (Under "
+        "optax.inject_hyperparams a callable prunable is taken for a schedule "
+        "and called with the step count unless named in static_args, e.g. "
+        "static_args=(\"prunable\",).)")
   for (path, leaf), flag in zip(
       jax.tree_util.tree_flatten_with_path(params)[0], flags):
     dtype = jnp.result_type(leaf)
@@ -102,6 +106,39 @@ def pooled_flags(prunable: Prunable, params: Any, where: str) -> list[bool]:
   flags = pool_flags(prunable, params)
   check_pool(flags, params, where)
   return flags
+
+
+def check_state_fits(state: Any, init_fn: Callable[[Any], Any], params: Any,
+                     where: str) -> None:
+  """Raises unless ``state`` is shaped as ``init_fn(params)`` shapes it.
+
+  Compares the tree structure and every leaf's shape with
+  ``jax.eval_shape(init_fn, params)``, which costs no compute, so a state
+  built or restored for other params is refused instead of broadcast.
+  """
+  want = jax.eval_shape(init_fn, params)
+  have_paths = jax.tree_util.tree_flatten_with_path(state)[0]
+  want_paths = jax.tree_util.tree_flatten_with_path(want)[0]
+  problem = None
+  if jax.tree.structure(state) != jax.tree.structure(want):
+    have_keys = [jax.tree_util.keystr(p) for p, _ in have_paths]
+    want_keys = [jax.tree_util.keystr(p) for p, _ in want_paths]
+    extra = [k for k in have_keys if k not in want_keys][:3]
+    missing = [k for k in want_keys if k not in have_keys][:3]
+    problem = (f"its {len(have_keys)} leaves do not match the "
+               f"{len(want_keys)} that init(params) gives"
+               + (f"; it has {', '.join(extra)}" if extra else "")
+               + (f"; it lacks {', '.join(missing)}" if missing else ""))
+  else:
+    for (path, leaf), (_, spec) in zip(have_paths, want_paths):
+      if jnp.shape(leaf) != spec.shape:
+        problem = (f"its leaf {jax.tree_util.keystr(path)} has shape "
+                   f"{jnp.shape(leaf)}, init(params) gives {spec.shape}")
+        break
+  if problem:
+    raise ValueError(
+        f"{where}: the state does not belong to these params (was it built "
+        f"or restored for another model?): {problem}.")
 
 
 def check_same_structure(updates: Any, params: Any, where: str) -> None:
@@ -241,18 +278,54 @@ def validate_ratio(compression: Any, density: Any) -> None:
     raise ValueError(f"density must lie in (0, 1], got {value!r}.")
 
 
+def _significant_digits(decimal: str) -> int:
+  """The number of significant digits of a positional decimal string."""
+  return len(decimal.lstrip("-").replace(".", "").strip("0"))
+
+
+def _concrete_ratio(value: Any) -> tuple[fractions.Fraction, fractions.Fraction]:
+  """The ratio a concrete number or array stands for, and its slack.
+
+  Integers (Python, NumPy or JAX) and floats that a short decimal names
+  (``0.29``, ``np.float32(3.0)``, ``jnp.float32(0.9)``: no more significant
+  digits than the dtype holds, 6 for float32 and 15 for float64) stand for
+  that decimal exactly, with no slack. A float that needs every digit of its
+  dtype was computed (``1 / 3``, ``1 / N``): it stands for its binary value,
+  give or take one ulp of its dtype, the slack returned (relative to it).
+  """
+  x = np.asarray(value)
+  if x.dtype.kind in "iub":
+    return fractions.Fraction(int(x)), fractions.Fraction(0)
+  if x.dtype in (np.float16, np.float32, np.float64):
+    decimal = np.format_float_positional(x[()], unique=True, trim="-")
+    if _significant_digits(decimal) <= np.finfo(x.dtype).precision:
+      return fractions.Fraction(decimal), fractions.Fraction(0)
+  number = float(x)
+  ulp = fractions.Fraction(float(np.spacing(np.abs(x.astype(x.dtype))[()])))
+  ratio = fractions.Fraction(number)
+  return ratio, ulp / ratio if ratio else fractions.Fraction(0)
+
+
 def num_kept(pool_size: int, compression: Any, density: Any,
              where: str = "num_kept", unit: str = "entries",
              name: str | None = None) -> Any:
   """Q = floor(pool_size / compression) or floor(pool_size * density).
 
-  Numbers and concrete arrays are exact (fractions of their binary values),
-  so ``0.9``, ``np.float32(0.9)`` and ``jnp.float32(0.9)`` keep the same Q,
-  jitted or not; traced arrays (injected hyperparameters) are computed in
-  float32, or float64 with x64, whatever their dtype. A product within 4 ulps
-  of the ratio's own precision (relative to Q, at most 1/2) of an integer
-  counts as that integer, so ``density=0.29`` keeps 29 of 100, ``1/N`` keeps
-  1 and a schedule's 0.25 arriving as 0.24999997 keeps N/4.
+  A number or concrete array is read as the ratio it names, exactly: an
+  integer as itself and a float as the shortest decimal that rounds to it,
+  so ``0.29``, ``np.float32(0.29)`` and ``jnp.float32(0.29)`` keep 29 of
+  100 and ``np.float32(3.0)`` keeps floor(N / 3) at any N. Only a float that
+  needs every digit of its dtype (a computed ``1 / 3``) gets a slack, one
+  ulp of its own dtype: a product that close below an integer counts as
+  that integer, so ``1 / N`` keeps 1. The slack is relative (at Q = 10**6
+  it is 2e-10 entries for a Python float, 0.12 to 0.24 for a float32) and
+  at most 1/4 entry.
+
+  Traced arrays (injected hyperparameters) are computed in float32, or
+  float64 with x64, whatever their dtype: an integral compression divides
+  exactly (N < 2**32), and otherwise a product within 4 ulps of the ratio's
+  own precision (relative to Q, at most 1/2) of an integer counts as that
+  integer, so a schedule's 0.25 arriving as 0.24999997 keeps N/4.
 
   Args:
     pool_size: N, the number of prunable entries (or filters).
@@ -267,20 +340,24 @@ def num_kept(pool_size: int, compression: Any, density: Any,
 
   Raises:
     ValueError: if Q is concrete and 0.
+
+  Example:
+    >>> import numpy as np
+    >>> num_kept(3_000_002, np.float32(3.0), None), num_kept(100, None, 0.29)
+    (1000000, 29)
   """
   default_name, value = _ratio(compression, density)
   name = name or default_name
-  dtype = getattr(value, "dtype", np.float64)
-  eps = float(jnp.finfo(dtype if jnp.issubdtype(dtype, jnp.floating)
-                        else jnp.result_type(float)).eps)
   if not isinstance(value, jax.core.Tracer):  # numbers and concrete arrays
-    ratio = fractions.Fraction(float(value))
+    ratio, slack = _concrete_ratio(value)
     kept = pool_size / ratio if density is None else pool_size * ratio
-    tol = min(4 * fractions.Fraction(eps) * max(1, kept),
-              fractions.Fraction(1, 2))
-    q = round(kept) if abs(kept - round(kept)) <= tol else math.floor(kept)
+    tol = min(slack * kept, fractions.Fraction(1, 4))
+    q = math.ceil(kept) if math.ceil(kept) - kept <= tol else math.floor(kept)
     q = min(q, pool_size)
   else:
+    dtype = value.dtype
+    eps = float(jnp.finfo(dtype if jnp.issubdtype(dtype, jnp.floating)
+                          else jnp.result_type(float)).eps)
     value = jnp.asarray(value, jnp.result_type(float))
     size = jnp.asarray(pool_size, value.dtype)
     kept = size / value if density is None else size * value
@@ -288,6 +365,13 @@ def num_kept(pool_size: int, compression: Any, density: Any,
     kept = jnp.where(jnp.abs(kept - jnp.round(kept)) <= tol, jnp.round(kept),
                      jnp.floor(kept))
     q = jnp.clip(kept, 0, size).astype(jnp.uint32)
+    if density is None and pool_size < 2**32:
+      # An integral compression (an injected int, jnp.float32(3.)) divides
+      # exactly in uint32: no float rounding near Q = 10**6.
+      integral = (value == jnp.round(value)) & (value >= 1) & (
+          value < 2.0**32)
+      divisor = jnp.where(integral, value, 1).astype(jnp.uint32)
+      q = jnp.where(integral, jnp.uint32(pool_size) // divisor, q)
   if not isinstance(q, jax.core.Tracer) and q < 1:
     op = "/" if density is None else "*"
     raise ValueError(

@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from optax_gsm import _jit
 from optax_gsm import _paths
 from optax_gsm import _pool
 from optax_gsm import _scores
@@ -67,17 +68,43 @@ def prune(
   compression, density = _pool.canonical_ratio(compression, density, sparsity,
                                                "prune")
   _pool.validate_ratio(compression, density)
+  _selection.check_selection(selection)
   flags = _pool.pooled_flags(prunable, params, "prune")
+  if grads is None and isinstance(criterion, str) and criterion == "magnitude":
+    grads = params  # unread: |w| needs no gradient, so no zeros to build
   grads = _scores.grads_for(criterion, grads, params, "prune")
-  scores = _scores.pool_scores(criterion, grads, params, flags)
-  kept = _pool.num_kept(sum(s.size for s in scores), compression, density,
-                        "prune")
-  masks = iter(_selection.top_k_masks(scores, kept, selection=selection))
   leaves, treedef = jax.tree.flatten(params)
+  kept = _pool.num_kept(
+      sum(math.prod(jnp.shape(x)) for x, f in zip(leaves, flags) if f),
+      compression, density, "prune")
+  pooled, masks = _prune_pool(
+      treedef.unflatten([g if f else None for g, f in zip(
+          treedef.flatten_up_to(grads), flags)]),
+      treedef.unflatten([x if f else None for x, f in zip(leaves, flags)]),
+      kept=kept, criterion=criterion, selection=selection)
+  pooled, masks = iter(pooled), iter(masks)
   mask_leaves = [next(masks) if f else None for f in flags]
-  pruned = [x if m is None else jnp.where(m, x, jnp.zeros((), x.dtype))
-            for x, m in zip(leaves, mask_leaves)]
+  pruned = [next(pooled) if f else x for x, f in zip(leaves, flags)]
   return treedef.unflatten(pruned), treedef.unflatten(mask_leaves)
+
+
+def _prune_pool_fn(pool_grads: Any, pool_params: Any, *, kept: Any,
+                   criterion: _scores.Criterion,
+                   selection: str) -> tuple[list[Any], list[Any]]:
+  """The pooled leaves of :func:`prune`, pruned, and their masks.
+
+  ``pool_grads`` and ``pool_params`` hold ``None`` outside the pool, as the
+  criterion sees them.
+  """
+  pooled = jax.tree.leaves(pool_params)
+  scores = _scores.pool_scores(criterion, pool_grads, pool_params,
+                               [True] * len(pooled))
+  masks = _selection.top_k_masks(scores, kept, selection=selection)
+  return ([jnp.where(m, x, jnp.zeros((), x.dtype))
+           for x, m in zip(pooled, masks)], masks)
+
+
+_prune_pool = _jit.cached_jit(_prune_pool_fn, ("criterion", "selection"))
 
 
 def apply_masks(params: Any, masks: Any) -> Any:
@@ -112,13 +139,41 @@ def _check_masks(masks: Any, params: Any, where: str) -> None:
   if mask_def != param_def:
     raise ValueError(
         f"{where}: masks must match params leaf for leaf (None where not "
-        f"masked); got {mask_def} for params {param_def}.")
+        f"masked): {_paths.mismatch(masks, params)}. Build the masks on the "
+        "tree the optimizer sees (e.g. prune(nnx.state(model, nnx.Param)) "
+        "for nnx.Optimizer(..., wrt=nnx.Param)).")
   for m, x in zip(jax.tree.leaves(masks, is_leaf=_is_none),
                   jax.tree.leaves(params, is_leaf=_is_none)):
     if m is not None and (x is None or jnp.shape(m) != jnp.shape(x)):
       leaf = "None" if x is None else f"a leaf of shape {jnp.shape(x)}"
       raise ValueError(f"{where}: a mask of shape {jnp.shape(m)} stands for "
                        f"{leaf}; masks are not broadcast.")
+
+
+def _is_masked_node(x: Any) -> bool:
+  return isinstance(x, optax.MaskedNode)
+
+
+def _held_masks(masks: Any, params: Any, where: str) -> Any:
+  """``masks`` in the structure of ``params``, checked.
+
+  Matched by path when the containers differ (``nnx.Optimizer`` passes pure
+  arrays). Where ``optax.masked`` or ``optax.multi_transform`` hands a
+  ``optax.MaskedNode`` for a leaf of another group, the mask becomes
+  ``None``: that leaf's update is not this transformation's.
+  """
+  plain = jax.tree.map(lambda x: None if _is_masked_node(x) else x, params,
+                       is_leaf=_is_masked_node)
+  aligned = _paths.align(masks, plain)
+  hidden = [_is_masked_node(x) for x in jax.tree.leaves(
+      params, is_leaf=lambda x: x is None or _is_masked_node(x))]
+  mask_def = jax.tree.structure(aligned, is_leaf=_is_none)
+  if any(hidden) and mask_def == jax.tree.structure(plain, is_leaf=_is_none):
+    aligned = mask_def.unflatten(
+        [None if h else m for m, h in
+         zip(jax.tree.leaves(aligned, is_leaf=_is_none), hidden)])
+  _check_masks(aligned, plain, where)
+  return aligned
 
 
 class KeepMaskedState(NamedTuple):
@@ -159,7 +214,7 @@ def keep_masked(masks: Any) -> optax.GradientTransformationExtraArgs:
   def init_fn(params):
     if _pool.is_params_placeholder(params):  # optax.tree.map_params
       return KeepMaskedState()
-    _check_masks(_paths.align(masks, params), params, "keep_masked")
+    _held_masks(masks, params, "keep_masked")
     return KeepMaskedState()
 
   def update_fn(updates, state, params=None, **extra_args):
@@ -167,8 +222,7 @@ def keep_masked(masks: Any) -> optax.GradientTransformationExtraArgs:
     if params is None:
       raise ValueError("keep_masked needs params: the update of a pruned entry "
                        "is -param, which lands it on exactly zero.")
-    aligned = _paths.align(masks, params)  # nnx.Optimizer: pure arrays
-    _check_masks(aligned, params, "keep_masked")
+    aligned = _held_masks(masks, params, "keep_masked")
     updates = jax.tree.map(
         # -x in x's own precision (or wider), so that w + (-w) is exactly 0.
         lambda m, u, x: u if m is None else jnp.where(m, u, -x),
@@ -176,6 +230,33 @@ def keep_masked(masks: Any) -> optax.GradientTransformationExtraArgs:
     return updates, state
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def _hard_prune_step_fn(pooled_u: list[Any], pooled_w: list[Any],
+                        old: list[Any], count: jax.Array, *, kept: Any,
+                        step: Any, selection: str
+                        ) -> tuple[list[Any], list[Any]]:
+  """At ``count == step`` the top-``kept`` of ``|w + u|``, else ``old``;
+  the pooled updates then send the pruned entries to 0. ``step=None``
+  never prunes."""
+  def prune_now():
+    after = [jnp.abs((w + u).astype(_scores.score_dtype(w.dtype)))
+             for w, u in zip(pooled_w, pooled_u)]
+    return _selection.top_k_masks(after, kept, selection=selection)
+
+  if step is None:
+    masks = list(old)
+  else:
+    masks = jax.lax.cond(count == step, prune_now, lambda: list(old))
+  return [jnp.where(m, u, -w) for m, u, w in
+          zip(masks, pooled_u, pooled_w)], masks
+
+
+_hard_prune_step = _jit.cached_jit(_hard_prune_step_fn, ("selection",))
+
+# The int32 step count saturates at 2**31 - 1: a later step never comes.
+_INT32_MAX = 2**31 - 1
+_NEVER = object()
 
 
 class HardPruneState(NamedTuple):
@@ -224,7 +305,9 @@ def hard_prune_at(
   every update from ``step`` on.
 
   Args:
-    step: the update at which to prune, an int >= 0.
+    step: the update at which to prune, an int >= 0. optax counts updates
+      in int32, so a step beyond ``2**31 - 1`` (e.g. ``sys.maxsize``) never
+      comes: the masks stay all True.
     compression: C >= 1, total over kept entries. Give this or ``density``.
     density: d in (0, 1], kept over total entries.
     sparsity: or s in [0, 1), removed over total entries (d = 1 - s).
@@ -252,6 +335,8 @@ def hard_prune_at(
   step = _check_step(step)
   compression, density = _pool.canonical_ratio(compression, density, sparsity,
                                                "hard_prune_at")
+  if isinstance(step, int) and step > _INT32_MAX:
+    step = _NEVER  # a "never" sentinel such as sys.maxsize
   _pool.validate_ratio(compression, density)
   _selection.check_selection(selection)
 
@@ -277,26 +362,18 @@ def hard_prune_at(
     flags = _pool.pooled_flags(prunable, params, "hard_prune_at")
     leaves_u, treedef = jax.tree.flatten(updates)
     leaves_w = treedef.flatten_up_to(params)
-    old = jax.tree.leaves(state.masks)
-    if len(old) != sum(flags):
-      raise ValueError("hard_prune_at: the state does not belong to these "
-                       "params (was it restored for another model?).")
+    _pool.check_state_fits(state, init_fn, params, "hard_prune_at")
     pooled_u = [u for u, f in zip(leaves_u, flags) if f]
     pooled_w = [w for w, f in zip(leaves_w, flags) if f]
-
-    def prune_now():
-      after = [jnp.abs((w + u).astype(_scores.score_dtype(w.dtype)))
-               for w, u in zip(pooled_w, pooled_u)]
-      kept = _pool.num_kept(sum(a.size for a in after), compression, density,
-                            "hard_prune_at")
-      return _selection.top_k_masks(after, kept, selection=selection)
-
-    masks = jax.lax.cond(state.count == step, prune_now, lambda: list(old))
-    new_masks = iter(masks)
-    out = []
-    for u, w, f in zip(leaves_u, leaves_w, flags):
-      out.append(jnp.where(next(new_masks), u, -w) if f else u)
-    return treedef.unflatten(out), HardPruneState(
+    kept = _pool.num_kept(sum(math.prod(jnp.shape(w)) for w in pooled_w),
+                          compression, density, "hard_prune_at")
+    out, masks = _hard_prune_step(
+        pooled_u, pooled_w, jax.tree.leaves(state.masks), state.count,
+        kept=kept, step=None if step is _NEVER else step,
+        selection=selection)
+    out = iter(out)
+    return treedef.unflatten([next(out) if f else u for u, f in
+                              zip(leaves_u, flags)]), HardPruneState(
         count=optax.safe_increment(state.count),
         masks=jax.tree.structure(state.masks).unflatten(masks))
 

@@ -72,9 +72,15 @@ def criterion_fn(criterion: Criterion) -> Callable[[Any, Any], Any]:
     return taylor_score
   if criterion == "magnitude":
     return magnitude_score
+  hint = ""
+  if not isinstance(criterion, str):  # what a schedule returns
+    hint = (" Under optax.inject_hyperparams a callable criterion is taken "
+            "for a schedule and called with the step count: name it in "
+            "static_args, e.g. optax.inject_hyperparams(optax_gsm.gsm, "
+            "static_args=(\"criterion\",)).")
   raise ValueError(
       f"unknown criterion {criterion!r}; expected one of {CRITERIA} or a "
-      "callable (grads, params) -> scores.")
+      "callable (grads, params) -> scores." + hint)
 
 
 def grads_for(criterion: Criterion, grads: Any, params: Any,

@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from optax_gsm import _jit
 from optax_gsm import _pool
 from optax_gsm import _pruning
 from optax_gsm import _scores
@@ -59,6 +60,29 @@ def _leaf_masks(params: Any, flags: list[bool], density: jax.Array,
 
 def _prefix(params: Any, flags: list[bool]) -> Any:
   return jax.tree.unflatten(jax.tree.structure(params), flags)
+
+
+def _gmp_step_fn(updates: Any, params: Any, old: Any, count: jax.Array, *,
+                 flags: tuple[bool, ...], schedule: Any, begin_step: int,
+                 end_step: int, update_every: int, scope: str,
+                 selection: str) -> tuple[Any, Any]:
+  """The masks (recomputed when due, else ``old``) and the masked updates."""
+  due = ((count >= begin_step) & (count <= end_step)
+         & (((count - begin_step) % update_every == 0)
+            | (count == end_step)))
+  masks = jax.lax.cond(
+      due,
+      lambda: _leaf_masks(params, list(flags), schedule(count), scope,
+                          selection),
+      lambda: old)
+  updates, _ = _pruning.keep_masked(masks).update(
+      updates, _pruning.KeepMaskedState(), params)
+  return updates, masks
+
+
+_gmp_step = _jit.cached_jit(_gmp_step_fn, (
+    "flags", "schedule", "begin_step", "end_step", "update_every", "scope",
+    "selection"))
 
 
 def gmp(
@@ -145,17 +169,13 @@ def gmp(
     if params is None:
       raise ValueError("gmp needs params: masks are ranked by |param|.")
     flags = _pool.pooled_flags(prunable, params, "gmp")
-    count = state.count
-    due = ((count >= begin_step) & (count <= end_step)
-           & (((count - begin_step) % update_every == 0)
-              | (count == end_step)))
-    masks = jax.lax.cond(
-        due,
-        lambda: _leaf_masks(params, flags, schedule(count), scope, selection),
-        lambda: state.masks)
-    updates, _ = _pruning.keep_masked(masks).update(
-        updates, _pruning.KeepMaskedState(), params)
-    return updates, GMPState(count=optax.safe_increment(count), masks=masks)
+    _pool.check_state_fits(state, init_fn, params, "gmp")
+    updates, masks = _gmp_step(
+        updates, params, state.masks, state.count, flags=tuple(flags),
+        schedule=schedule, begin_step=begin_step, end_step=end_step,
+        update_every=update_every, scope=scope, selection=selection)
+    return updates, GMPState(count=optax.safe_increment(state.count),
+                             masks=masks)
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 

@@ -15,6 +15,7 @@ import json
 from typing import Any
 
 import jax
+import numpy as np
 import optax
 
 from optax_gsm import _pool
@@ -39,7 +40,8 @@ def describe(params: Any, opt_state: Any, **hyperparams: Any) -> dict:
     params: the parameters (arrays or ``jax.ShapeDtypeStruct``).
     opt_state: the optimizer state.
     **hyperparams: numbers or strings that must match on restore, e.g.
-      ``compression=10``.
+      ``compression=10``; NumPy and JAX scalars are stored as Python
+      numbers (a float32 as its shortest decimal).
 
   Returns:
     ``{"params": {path: [shape, dtype]}, "opt_state": {...},
@@ -51,14 +53,37 @@ def describe(params: Any, opt_state: Any, **hyperparams: Any) -> dict:
     >>> d["params"], d["hyperparams"]
     ({"['w']": [[2, 3], 'float32']}, {'compression': 4})
   """
-  try:
-    json.dumps(hyperparams)
-  except TypeError as e:
-    raise TypeError(
-        f"hyperparams must be JSON numbers or strings, got {hyperparams!r}."
-    ) from e
+  hyperparams = {name: _plain(name, value)
+                 for name, value in hyperparams.items()}
   return {"params": _leaf_specs(params), "opt_state": _leaf_specs(opt_state),
-          "hyperparams": dict(hyperparams)}
+          "hyperparams": hyperparams}
+
+
+def _plain(name: str, value: Any) -> Any:
+  """A hyperparameter as JSON: NumPy and JAX scalars become Python numbers.
+
+  A float32 value becomes the shortest decimal that rounds to it, so
+  ``jnp.float32(0.1)`` is stored as ``0.1`` and matches a Python ``0.1``.
+  """
+  if isinstance(value, (jax.Array, np.ndarray, np.generic)):
+    array = np.asarray(value)
+    if array.ndim:
+      raise TypeError(f"hyperparams must be JSON numbers or strings, got "
+                      f"{name}={value!r}, an array of shape {array.shape}.")
+    if array.dtype.kind == "b":
+      return bool(array)
+    if array.dtype.kind in "iu":
+      return int(array)
+    if array.dtype.kind == "f":
+      return float(np.format_float_positional(array[()], unique=True))
+    raise TypeError(f"hyperparams must be JSON numbers or strings, got "
+                    f"{name}={value!r}.")
+  try:
+    json.dumps(value, allow_nan=False)
+  except (TypeError, ValueError) as e:
+    raise TypeError(f"hyperparams must be JSON numbers (finite) or strings, "
+                    f"got {name}={value!r}.") from e
+  return value
 
 
 def _differences(saved: dict, expected: dict) -> list[str]:

@@ -19,6 +19,8 @@ from optax_gsm import _pool
 
 _SEP = "/"
 _TREE = "tree"  # the structure's entry: no "::", so no leaf's
+# What follows "::" in the name of a leaf's entry.
+_PARTS = ("dense", "values", "indices", "shape", "dtype")
 
 
 def _pooled_with_zeros(params: Any, prunable: _pool.Prunable,
@@ -237,6 +239,12 @@ def load_sparse(file: Any) -> Any:
            else getattr(file, "name", "the file object"))
   try:
     with np.load(file) as data:
+      unknown = [n for n in data.files if n != _TREE and (
+          "::" not in n or n.rsplit("::", 1)[1] not in _PARTS)]
+      if unknown or not data.files:
+        shown = ", ".join(repr(n) for n in unknown[:3]) or "no array"
+        raise ValueError(f"it holds {shown}, which save_sparse does not "
+                         "write")
       names = sorted({n.rsplit("::", 1)[0] for n in data.files if "::" in n})
       leaves = {name: _read_leaf(data, name) for name in names}
       if _TREE not in data.files:  # written before the tree was stored

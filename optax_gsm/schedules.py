@@ -30,6 +30,9 @@ import optax
 from optax_gsm import _pool
 
 
+_INT32_MAX = 2**31 - 1
+
+
 def _check_density(name: str, value: Any) -> float:
   if isinstance(value, bool) or not isinstance(value, numbers.Real):
     raise TypeError(f"{name} must be a number in (0, 1], got {value!r}.")
@@ -95,6 +98,10 @@ def polynomial_density_schedule(
         f"{final_density}: gradual pruning only removes weights.")
   begin_step = _pool.check_int("begin_step", begin_step, 0)
   end_step = _pool.check_int("end_step", end_step, begin_step + 1)
+  if end_step > _INT32_MAX:  # also bounds begin_step
+    raise ValueError(
+        f"end_step must be <= 2**31 - 1, got {end_step}: optax counts steps "
+        "in int32, so a later step never comes.")
   update_every = _pool.check_int("update_every", update_every, 1)
   if not power > 0:
     raise ValueError(f"power must be > 0, got {power!r}.")

@@ -23,6 +23,7 @@ import numpy as np
 import optax
 
 from optax_gsm import _gsm
+from optax_gsm import _jit
 from optax_gsm import _paths
 from optax_gsm import _pool
 from optax_gsm import _scores
@@ -61,15 +62,36 @@ def _filter_masks(criterion: _scores.Criterion, grads: Any, params: Any,
                   where: str) -> list[jax.Array]:
   """Per pooled leaf, a bool per output channel: among the global top Q?"""
   _check_output_axes(params, flags, where)
-  scores = _scores.pool_scores(criterion, grads, params, flags)
+  leaves_g, treedef = jax.tree.flatten(grads)
+  leaves_w = treedef.flatten_up_to(params)
+  kept = _pool.num_kept(
+      sum(jnp.shape(w)[-1] for w, f in zip(leaves_w, flags) if f),
+      compression, density, where, "filters")
+  return _filter_masks_jit(
+      treedef.unflatten([g if f else None for g, f in zip(leaves_g, flags)]),
+      treedef.unflatten([w if f else None for w, f in zip(leaves_w, flags)]),
+      kept=kept, criterion=criterion, selection=selection,
+      reduction=reduction, normalize_layers=normalize_layers)
+
+
+def _filter_masks_fn(pool_grads: Any, pool_params: Any, *, kept: Any,
+                     criterion: _scores.Criterion, selection: str,
+                     reduction: str, normalize_layers: bool
+                     ) -> list[jax.Array]:
+  """The top-``kept`` filters of the pooled leaves (``None`` elsewhere)."""
+  pooled = jax.tree.leaves(pool_params)
+  scores = _scores.pool_scores(criterion, pool_grads, pool_params,
+                               [True] * len(pooled))
   reduce = jnp.sum if reduction == "sum" else jnp.mean
   per_filter = [reduce(s.reshape(-1, s.shape[-1]), axis=0) for s in scores]
   if normalize_layers:
     per_filter = [s / jnp.maximum(jnp.linalg.norm(s), jnp.finfo(s.dtype).tiny)
                   for s in per_filter]
-  kept = _pool.num_kept(sum(s.size for s in per_filter), compression, density,
-                        where, "filters")
   return _selection.top_k_masks(per_filter, kept, selection=selection)
+
+
+_filter_masks_jit = _jit.cached_jit(_filter_masks_fn, (
+    "criterion", "selection", "reduction", "normalize_layers"))
 
 
 def structured_gsm(
@@ -156,6 +178,7 @@ def structured_gsm(
                        "|grad * param|.")
     _pool.check_same_structure(updates, params, "structured_gsm")
     flags = flags_of(params)
+    _pool.check_state_fits(state, init_fn, params, "structured_gsm")
     masks = _filter_masks(criterion, updates, params, flags, compression,
                           density, selection, reduction, normalize_layers,
                           "structured_gsm")

@@ -15,6 +15,12 @@ from optax_gsm import _scores
 from optax_gsm import _selection
 
 
+def _is_number(x: Any) -> bool:
+  dtype = jnp.result_type(x)
+  return (jnp.issubdtype(dtype, jnp.number)
+          and not jnp.issubdtype(dtype, jnp.unsignedinteger))
+
+
 def synflow_objective(apply_fn: Callable[[Any, jax.Array], jax.Array],
                       params: Any, input_shape: Sequence[int]) -> jax.Array:
   r"""The synaptic flow :math:`R = \mathbb{1}^\top f(\mathbb{1}; |\theta|)`.
@@ -38,7 +44,10 @@ def synflow_objective(apply_fn: Callable[[Any, jax.Array], jax.Array],
     >>> float(synflow_objective(f, {"w": jnp.array([[1.0], [-2.0]])}, (1, 2)))
     3.0
   """
-  abs_params = jax.tree.map(jnp.abs, params)
+  # Only numbers are taken in absolute value: a PRNG key leaf (an nnx.Rngs
+  # or nnx.Dropout in nnx.state(model)) or a bool flag passes as it is.
+  abs_params = jax.tree.map(
+      lambda x: jnp.abs(x) if _is_number(x) else x, params)
   return jnp.sum(apply_fn(abs_params, jnp.ones(tuple(input_shape))))
 
 

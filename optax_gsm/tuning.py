@@ -47,6 +47,11 @@ from optax_gsm import _pool
 from optax_gsm import _scores
 from optax_gsm import _selection
 
+# A decay that shrinks every weight by more than this per step (10 times
+# SGD's usual lr 0.1 * wd 5e-4 / (1 - 0.9)) fights the loss gradient of the
+# kept weights too: weight_decay_for warns.
+MAX_SHRINK = 0.005
+
 # e^-6 ~ 0.25%: a weight passive for the whole run keeps a quarter percent of
 # its magnitude, the budget the Fashion-MNIST evidence runs use.
 DEFAULT_EXPONENT = 6.0
@@ -221,7 +226,11 @@ def weight_decay_for(
   :math:`e^{-6} \approx 0.25\%` of its magnitude, so the hard prune at the
   end removes almost nothing. Warns (with the numbers) when the setting
   cannot reach E: the schedule sums to 0, or the decay needs a per-step
-  shrink beyond what momentum allows (module docstring).
+  shrink beyond what momentum allows (module docstring); and when the decay
+  is so strong that it would shrink every weight, kept ones too, by more
+  than 0.5% per step (a short run: 600 steps of AdamW, 300 of SGD), which
+  can wreck training: then train longer, or keep a usual decay and use
+  :func:`optax_gsm.hard_prune_at`.
 
   Args:
     learning_rate: :math:`\alpha`, a number >= 0 or an optax schedule.
@@ -265,7 +274,38 @@ def weight_decay_for(
   _warn_if_short("weight_decay_for", exponent,
                  _reached(rates, weight_decay, momentum), rates, weight_decay,
                  momentum)
+  _warn_if_strong(exponent, steps, rates, weight_decay, momentum, decoupled)
   return weight_decay
+
+
+def _warn_if_strong(exponent: float, steps: int, rates: np.ndarray,
+                    weight_decay: float, momentum: float,
+                    decoupled: bool) -> None:
+  """Warns when the decay shrinks every weight by more than
+  ``MAX_SHRINK`` per step: kept weights then live on the loss gradient's
+  fight against it, and a short run does not train."""
+  shrink = float(np.max(rates)) * weight_decay / (1 - momentum)
+  if shrink <= MAX_SHRINK:
+    return
+  steps_needed = math.ceil(steps * shrink / MAX_SHRINK)
+  if decoupled:
+    what = (f"AdamW moves an entry by about lr per step, so the decay holds "
+            f"no weight above about 1 / wd = {1 / weight_decay:.3g}")
+    usual = "AdamW's usual 1e-4"
+  else:
+    what = ("a kept weight needs a loss gradient of at least wd * |w| = "
+            f"{weight_decay:.3g} |w| to hold its size")
+    usual = "the usual 5e-4"
+  warnings.warn(
+      f"weight_decay_for: wd = {weight_decay:.4g} reaches exponent "
+      f"{exponent:g} in {steps} steps only by shrinking every weight, kept "
+      f"ones too, by up to {100 * shrink:.3g}% per step (lr * wd"
+      f"{'' if decoupled else ' / (1 - momentum)'}; more than "
+      f"{100 * MAX_SHRINK:g}% per step); {what}. Such a decay can wreck "
+      f"training. Train for at least {steps_needed} steps with this schedule's shape, "
+      f"or keep {usual} and prune inside training with "
+      "optax_gsm.hard_prune_at (gsm_sgd(prune_step=...)), which needs no "
+      "passive decay.", stacklevel=3)
 
 
 def prune_share(

@@ -38,6 +38,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from optax_gsm import _jit
 from optax_gsm import _pool
 from optax_gsm import _pruning
 from optax_gsm import _selection
@@ -72,7 +73,8 @@ def _check(params: list[jax.Array], state_leaves: tuple,
            size_power: float, selection: str):
   """One pruning check on the pooled leaves; returns new masks, ema, history."""
   masks, ema, history, first = state_leaves
-  mags = [jnp.abs(w.astype(jnp.float32)) * m for w, m in zip(params, masks)]
+  # |w| before the cast: a complex weight's magnitude, not its real part.
+  mags = [jnp.abs(w).astype(jnp.float32) * m for w, m in zip(params, masks)]
   ema = [jnp.where(first, a, ema_decay * e + (1 - ema_decay) * a)
          for e, a in zip(ema, mags)]
   scales = _scales(masks, sparsity_power, size_power)
@@ -94,6 +96,37 @@ def _check(params: list[jax.Array], state_leaves: tuple,
               for m, c, e, r in zip(masks, candidate, ema, scales)]
   masks = _selection.top_k_masks(priority, keep, selection=selection)
   return masks, ema, history
+
+
+def _weightmom_step_fn(pooled: list[jax.Array], old: tuple, count: jax.Array,
+                       *, schedule: Any, begin_step: int, check_every: int,
+                       deadline: int | None, window: int, min_below: int,
+                       ema_decay: float, sparsity_power: float,
+                       size_power: float, selection: str) -> tuple:
+  """A check when one is due (else the old masks, EMA and history).
+
+  ``deadline=None``: the forced final count never comes (past int32).
+  """
+  due = (count >= begin_step) & ((count - begin_step) % check_every == 0)
+  kept_target = _pool.num_kept(sum(x.size for x in pooled), None,
+                               schedule(count), "weightmom")
+  first = count == begin_step
+  force = (count >= deadline) if deadline is not None else jnp.bool_(False)
+  window_bits = jnp.uint32((1 << window) - 1)
+  return jax.lax.cond(
+      due,
+      lambda: _check(pooled, (*old, first), kept_target, force, window_bits,
+                     min_below, ema_decay, sparsity_power, size_power,
+                     selection),
+      lambda: tuple(old))
+
+
+_weightmom_step = _jit.cached_jit(_weightmom_step_fn, (
+    "schedule", "begin_step", "check_every", "deadline", "window",
+    "min_below", "ema_decay", "sparsity_power", "size_power", "selection"))
+
+# The int32 step count saturates at 2**31 - 1: a later step never comes.
+_INT32_MAX = 2**31 - 1
 
 
 def weightmom(
@@ -181,7 +214,6 @@ def weightmom(
   schedule = schedules.polynomial_density_schedule(
       final_density, begin_step, end_step, initial_density=initial_density,
       update_every=check_every, power=power)
-  window_bits = jnp.uint32((1 << window) - 1)
   deadline = end_step + window * check_every
 
   def init_fn(params):
@@ -204,22 +236,19 @@ def weightmom(
     if params is None:
       raise ValueError("weightmom needs params: it prunes by |param|.")
     flags = _pool.pooled_flags(prunable, params, "weightmom")
+    _pool.check_state_fits(state, init_fn, params, "weightmom")
     leaves, treedef = jax.tree.flatten(params)
     pooled = [x for x, f in zip(leaves, flags) if f]
     get = lambda tree: [x for x in jax.tree.leaves(tree) if x is not None]
-    count = state.count
-    due = (count >= begin_step) & ((count - begin_step) % check_every == 0)
-    kept_target = _pool.num_kept(sum(x.size for x in pooled), None,
-                                 schedule(count), "weightmom")
-    first = count == begin_step
-    force = count >= deadline
     old = (get(state.masks), get(state.ema), get(state.history))
-    masks, ema, history = jax.lax.cond(
-        due,
-        lambda: _check(pooled, (*old, first), kept_target, force, window_bits,
-                       min_below, ema_decay, sparsity_power, size_power,
-                       selection),
-        lambda: old)
+    masks, ema, history = _weightmom_step(
+        pooled, old, state.count, schedule=schedule, begin_step=begin_step,
+        check_every=check_every,
+        deadline=deadline if deadline <= _INT32_MAX else None,
+        window=window, min_below=min_below, ema_decay=ema_decay,
+        sparsity_power=sparsity_power, size_power=size_power,
+        selection=selection)
+    count = state.count
     def unflatten(values):
       it = iter(values)
       return treedef.unflatten([next(it) if f else None for f in flags])

@@ -118,4 +118,30 @@ def test_state_or_masks_of_other_params_are_rejected():
   with pytest.raises(ValueError, match="masks must match params"):
     optax_gsm.keep_masked(masks).init(renamed)
   with pytest.raises(TypeError, match="hyperparams must be JSON"):
-    checkpoint.describe(params, state, compression=jnp.ones(()))
+    checkpoint.describe(params, state, compression=jnp.ones(2))
+
+
+def _distributed_snippets() -> list[str]:
+  """The checkpoint snippets of docs/distributed.md, as written."""
+  doc = (pathlib.Path(__file__).parents[1] / "docs" / "distributed.md"
+         ).read_text()
+  section = doc.split("### Checkpoint and resume", 1)[1].split("\n### ", 1)[0]
+  return [block.split("```", 1)[0]
+          for block in section.split("```python\n")[1:]]
+
+
+def test_docs_snippet_saves_and_a_fresh_process_restores(tmp_path):
+  """docs/distributed.md: the save snippet as a whole script, then the
+  restore snippet in a fresh process, in the same working directory."""
+  save, restore = _distributed_snippets()
+  env = {**os.environ, "JAX_PLATFORMS": "cpu",
+         "PYTHONPATH": os.pathsep.join(
+             [str(pathlib.Path(__file__).parents[1]),
+              os.environ.get("PYTHONPATH", "")])}
+  for script in (save, restore):
+    result = subprocess.run([sys.executable, "-c", script], env=env,
+                            cwd=tmp_path, capture_output=True, text=True,
+                            timeout=180)
+    assert result.returncode == 0, result.stderr[-2000:]
+  assert result.stdout.strip().splitlines()[-1] == "[8.0, 9.0, 10.0, 11.0]"
+  assert not list(tmp_path.glob("gsm_run/*tmp*"))

@@ -49,6 +49,7 @@ def test_exponent_of_a_number_and_of_schedules():
     (0.01, 500, 0.9), (optax.linear_schedule(0.02, 0.0, 2000), 2000, 0.99),
     (0.05, 200, 0.0)])
 def test_weight_decay_for_reaches_the_exponent(lr, steps, momentum):
+  warnings.filterwarnings("ignore", message="weight_decay_for: wd =")  # short runs
   eta = optax_gsm.weight_decay_for(lr, steps, momentum=momentum, exponent=3)
   assert optax_gsm.passive_decay_exponent(
       lr, steps, momentum=momentum, weight_decay=eta) == pytest.approx(3)
@@ -63,6 +64,7 @@ def test_default_target_is_e_to_the_minus_6():
 
 
 def test_warns_when_momentum_caps_the_decay():
+  warnings.filterwarnings("ignore", message="weight_decay_for: wd =")  # short runs
   with pytest.warns(UserWarning, match=r"exponent 300 .* 0\.05268 per step"
                     r".*exp\(-5\.268\)") as caught:
     optax_gsm.passive_decay_exponent(0.1, 100, momentum=0.9, weight_decay=3)
@@ -196,6 +198,7 @@ def test_gsm_metrics_bad_input():
 def test_decoupled_decay_matches_a_simulated_adamw_passive_weight():
   """optax.adamw on a weight whose gradient gsm masks to 0 from the start:
   it shrinks by exp(-E) with E = wd * sum(lr), momentum playing no part."""
+  warnings.filterwarnings("ignore", message="weight_decay_for: wd =")  # short runs
   lr = optax.linear_schedule(1e-2, 1e-3, 400)
   eta = optax_gsm.weight_decay_for(lr, 400, exponent=2.0, decoupled=True)
   assert optax_gsm.passive_decay_exponent(
