@@ -22,7 +22,7 @@ def gsm_sgd(
     weight_decay_mask: Any = None,
     prunable: _pool.Prunable = None,
     criterion: _scores.Criterion = "taylor",
-    selection: str = "histogram",
+    selection: str | None = "auto",
     score_decay: float | None = None,
     prune_step: int | None = None,
 ) -> optax.GradientTransformationExtraArgs:
