@@ -326,10 +326,11 @@ def _count(keys: Sequence[jax.Array], thresholds: jax.Array,
 
 def _radix_search(bits: int, bits_per_pass: int, dtype: Any,
                   counts_fn: Callable[[jax.Array], jax.Array],
-                  accept: Callable[[jax.Array], jax.Array],
+                  accept: Callable[[jax.Array], jax.Array], at_zero: int,
                   ) -> tuple[jax.Array, jax.Array]:
   """The largest ``t`` in ``[0, 2**bits)`` whose count ``accept``s.
 
+  ``at_zero`` is the count at ``t = 0`` (known without a pass).
   ``accept(counts_fn(t))`` must hold at ``t = 0`` and, as ``t`` grows, hold
   on a prefix of values only. Each pass tries the ``2**b - 1`` thresholds
   ``t + j * 2**shift`` of the next digit at once; the digit is the number
@@ -351,7 +352,7 @@ def _radix_search(bits: int, bits_per_pass: int, dtype: Any,
 
   zero = jnp.zeros((), dtype)
   # Counts at 0 and at 2**bits, the ends of the range.
-  carry = (zero, counts_fn(zero[None])[0], jnp.zeros((), jnp.uint32))
+  carry = (zero, jnp.asarray(at_zero, jnp.uint32), jnp.zeros((), jnp.uint32))
   if bits % bits_per_pass:
     carry = one_pass(bits % bits_per_pass,
                      jnp.asarray(bits - bits % bits_per_pass), carry)
@@ -368,16 +369,16 @@ def _count_masks(keys: list[jax.Array], k: jax.Array,
   """``"radix_count"``: compare-and-count radix select, no scatter."""
   key_dtype = keys[0].dtype
   k_safe = jnp.maximum(k, 1)
+  total = sum(key.size for key in keys)
 
   def at_least(thresholds):
     return _count(keys, thresholds, lambda key, _, t: key >= t)
 
   threshold, (at_or_above, greater) = _radix_search(
       jnp.iinfo(key_dtype).bits, bits_per_pass, key_dtype, at_least,
-      lambda counts: counts >= k_safe)
+      lambda counts: counts >= k_safe, total)
   equal = at_or_above - greater
   need = k_safe - greater  # 1 <= need <= equal
-  total = sum(key.size for key in keys)
   offsets = [int(x) for x in np.cumsum([0] + [key.size for key in keys])]
 
   def last_tie(_):
@@ -390,7 +391,7 @@ def _count_masks(keys: list[jax.Array], k: jax.Array,
 
     cut, _ = _radix_search(max(1, (total - 1).bit_length()), bits_per_pass,
                            jnp.uint32, ties_below,
-                           lambda counts: counts < need)
+                           lambda counts: counts < need, 0)
     return cut
 
   def all_ties(_):
