@@ -301,22 +301,39 @@ def masks_at_threshold(keys: list[jax.Array], k: jax.Array,
   return masks
 
 
+def _variadic_counts() -> bool:
+  """Whether ``_count`` uses the variadic reduce: with a single device."""
+  return jax.device_count() == 1
+
+
 def _count(keys: Sequence[jax.Array], thresholds: jax.Array,
            term: Callable[[jax.Array, int, jax.Array], jax.Array],
            ) -> jax.Array:
   """``uint32[J]``: ``sum over leaves and entries of term(key, offset, t_j)``.
 
-  ``term`` gets each key with a trailing unit axis and the ``[J]``
-  thresholds, so the ``J`` counts of a leaf are one reduction of a fused
-  compare over the leaf's own axes: one read of the keys, one reduction per
-  leaf and pass (a loop over the thresholds ran 1.5x faster on the CPU but
-  multiplies the compiled reductions by ``J``). Leaves are never flattened:
-  a sharded leaf stays in place and only the partial counts are all-reduced.
+  One reduction per leaf and pass, over the leaf's own axes (never
+  flattened: a sharded leaf stays in place). On one device it is a variadic
+  ``lax.reduce`` of the ``J`` compares: one read of the keys and no
+  ``(N, J)`` intermediate (CPU, 4M keys, ``J = 15``: 14 ms and no scratch,
+  against 199 ms and 252 MB for the sum of a ``[..., J]`` broadcast compare,
+  which XLA:CPU materialises). With several devices it is that sum, since
+  the SPMD partitioner turns it into an all-reduce of the ``J`` counts but
+  a variadic reduce into all-gathers of per-device partials.
   """
-  counts = jnp.zeros(thresholds.shape, jnp.uint32)
+  width = thresholds.shape[0]
+  variadic = _variadic_counts()
+  counts = jnp.zeros((width,), jnp.uint32)
   offset = 0
   for key in keys:
-    if key.size:
+    if key.size and variadic:
+      sums = jax.lax.reduce(
+          tuple(term(key, offset, thresholds[j]).astype(jnp.uint32)
+                for j in range(width)),
+          tuple(jnp.zeros((), jnp.uint32) for _ in range(width)),
+          lambda xs, ys: tuple(x + y for x, y in zip(xs, ys)),
+          tuple(range(key.ndim)))
+      counts = counts + jnp.stack(sums)
+    elif key.size:
       hit = term(key[..., None], offset, thresholds)
       counts = counts + jnp.sum(hit, axis=tuple(range(key.ndim)),
                                 dtype=jnp.uint32)

@@ -262,8 +262,15 @@ def _adversarial_leaves(rng, dtype):
   return leaves
 
 
+@pytest.mark.parametrize("variadic", [True, False])
 @pytest.mark.parametrize("dtype", [np.float32, np.float16, ml_dtypes.bfloat16])
-def test_radix_count_fuzz_against_brute_force(dtype):
+def test_radix_count_fuzz_against_brute_force(dtype, variadic, monkeypatch):
+  # Both count formulations: the variadic reduce (one device) and the sum
+  # of a broadcast compare (several devices, as in these tests).
+  monkeypatch.setattr(_selection, "_variadic_counts", lambda: variadic)
+  count = jax.jit(lambda leaves, k, bits: top_k_masks(
+      leaves, k, selection="radix_count", bits_per_pass=bits),
+                  static_argnums=2)
   rng = np.random.default_rng(6)
   for _ in range(8):
     leaves = _adversarial_leaves(rng, dtype)
@@ -272,7 +279,7 @@ def test_radix_count_fuzz_against_brute_force(dtype):
     for k in sorted({0, 1, int(rng.integers(1, total + 1)), total - 1, total}):
       want = ref.top_k_flat(leaves, k)
       for name, masks in (
-          ("radix_count", _count(leaves, jnp.uint32(k), bits)),
+          ("radix_count", count(leaves, jnp.uint32(k), bits)),
           ("histogram", _traced(leaves, jnp.uint32(k)))):
         for mask, w in zip(masks, want):
           np.testing.assert_array_equal(
