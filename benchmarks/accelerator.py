@@ -125,20 +125,28 @@ def bench_selection(sizes: list[int], ref_max: int, bits8_max: int,
       name = method if bits is None else f"{method} b={bits}"
       fns[name] = (jax.jit(lambda s, m=method, b=bits: optax_gsm.top_k_masks(
           [s], k, selection=m, bits_per_pass=b)), scores)
-    compiled = {name: f.lower(x).compile() for name, (f, x) in fns.items()}
-    calls = {name: (lambda c=compiled[name], x=fns[name][1]: c(x))
-             for name in fns}
+    compiled, errors = {}, {}
+    for name, (f, x) in fns.items():
+      try:  # one failing method (e.g. out of memory) must not end the run
+        compiled[name] = f.lower(x).compile()
+      except Exception as e:  # pylint: disable=broad-except
+        errors[name] = f"{type(e).__name__}: {str(e)[:200]}"
+        log(f"selection N={n:,}: {name} failed: {errors[name]}")
+    calls = {name: (lambda c=c, x=fns[name][1]: c(x))
+             for name, c in compiled.items()}
     times = common.time_interleaved(calls, repeats)
-    first = np.asarray(calls["histogram"]()[0])
-    agree = all(np.array_equal(np.asarray(calls[nm]()[0]), first)
-                for nm in calls if nm != "read")
+    # Compared on the device: no copy of a 1B mask to the host.
+    first = calls["histogram"]()[0] if "histogram" in calls else None
+    agree = first is not None and all(
+        bool(jnp.array_equal(calls[nm]()[0], first))
+        for nm in calls if nm != "read")
     ms = {name: 1e3 * t for name, t in times.items()}
     row = {"n": n, "k": k, "bytes_per_pass": 4 * n, "ms": ms,
-           "masks_agree": agree,
+           "masks_agree": agree, "errors": errors,
            "passes": {nm: passes(nm.split(" ")[0], n,
                                  int(nm.split("=")[1]) if "=" in nm else None)
                       for nm in ms if nm != "read"},
-           "read_GBps": 4 * n / (ms["read"] * 1e6)}
+           "read_GBps": 4 * n / (ms["read"] * 1e6) if "read" in ms else None}
     rows.append(row)
     log(f"selection N={n:,}: " + ", ".join(
         f"{nm} {t:.2f} ms" for nm, t in ms.items()) + f"; agree={agree}")
@@ -160,16 +168,21 @@ def bench_update(models: dict[str, Any], repeats: int, budget: Budget,
     for sel in ("auto", "histogram", "radix_count"):
       opts[f"gsm_sgd {sel}"] = optax_gsm.gsm_sgd(0.1, density=DENSITY,
                                                  momentum=0.9, selection=sel)
-    calls = {}
+    calls, errors = {}, {}
     for label, opt in opts.items():
-      state = opt.init(params)
-      fn = jax.jit(opt.update).lower(grads, state, params).compile()
+      try:
+        state = opt.init(params)
+        fn = jax.jit(opt.update).lower(grads, state, params).compile()
+      except Exception as e:  # pylint: disable=broad-except
+        errors[label] = f"{type(e).__name__}: {str(e)[:200]}"
+        log(f"update {name}: {label} failed: {errors[label]}")
+        continue
       calls[label] = lambda f=fn, s=state: f(grads, s, params)
     ms = {nm: 1e3 * t for nm, t in
           common.time_interleaved(calls, repeats).items()}
-    row = {"model": name, "params": n, "ms": ms,
+    row = {"model": name, "params": n, "ms": ms, "errors": errors,
            "gsm_over_sgd": {nm: ms[nm] / ms["sgd"] for nm in ms
-                            if nm != "sgd"}}
+                            if nm != "sgd" and "sgd" in ms}}
     rows.append(row)
     log(f"update {name} ({n / 1e6:.1f}M): " + ", ".join(
         f"{nm} {t:.1f} ms" for nm, t in ms.items()))
@@ -276,9 +289,10 @@ def table(result: dict) -> str:
       lines.append(f"| {r['n']:,} | skipped ({r['skipped']}) |||||||||")
       continue
     ms = r["ms"]
-    cell = lambda nm: f"{ms[nm]:.2f}" if nm in ms else "—"
+    cell = lambda nm: (f"{ms[nm]:.2f}" if nm in ms else
+                       "failed" if nm in r["errors"] else "—")
     lines.append(
-        f"| {r['n']:,} | {ms['read']:.3f} | {cell('histogram')} | "
+        f"| {r['n']:,} | {cell('read')} | {cell('histogram')} | "
         + " | ".join(cell(f"radix_count b={b}") for b in COUNT_BITS)
         + f" | {cell('top_k')} | {cell('sort')} | {r['masks_agree']} |")
   lines += ["", "| update | params | sgd ms | gsm_sgd auto | histogram | "
@@ -288,11 +302,13 @@ def table(result: dict) -> str:
       lines.append(f"| {r['model']} | skipped ({r['skipped']}) ||||||")
       continue
     ms = r["ms"]
+    cell = lambda nm: f"{ms[nm]:.2f}" if nm in ms else "failed"
+    ratio = r["gsm_over_sgd"].get("gsm_sgd auto")
     lines.append(
-        f"| {r['model']} | {r['params'] / 1e6:.1f}M | {ms['sgd']:.2f} | "
-        f"{ms['gsm_sgd auto']:.2f} | {ms['gsm_sgd histogram']:.2f} | "
-        f"{ms['gsm_sgd radix_count']:.2f} | "
-        f"{r['gsm_over_sgd']['gsm_sgd auto']:.2f}x |")
+        f"| {r['model']} | {r['params'] / 1e6:.1f}M | {cell('sgd')} | "
+        f"{cell('gsm_sgd auto')} | {cell('gsm_sgd histogram')} | "
+        f"{cell('gsm_sgd radix_count')} | "
+        + (f"{ratio:.2f}x |" if ratio is not None else "— |"))
   res = result["resnet50"]
   lines.append("")
   if "skipped" in res:
@@ -369,10 +385,16 @@ def main() -> None:
   result["selection"] = bench_selection(sizes, ref_max, bits8_max, repeats,
                                         budget, log)
   result["update"] = bench_update(models, repeats, budget, log)
-  result["resnet50"] = bench_resnet(repeats=repeats, budget=budget, log=log,
-                                    **resnet)
-  result["torch_peer"] = bench_torch_peer(
-      common.resnet50_shapes(), repeats, budget, log)
+  try:  # a failure here must not lose the sections already measured
+    result["resnet50"] = bench_resnet(repeats=repeats, budget=budget,
+                                      log=log, **resnet)
+  except Exception as e:  # pylint: disable=broad-except
+    result["resnet50"] = {"skipped": f"failed: {type(e).__name__}: {e}"[:300]}
+  try:
+    result["torch_peer"] = bench_torch_peer(
+        common.resnet50_shapes(), repeats, budget, log)
+  except Exception as e:  # pylint: disable=broad-except
+    result["torch_peer"] = {"skipped": f"failed: {type(e).__name__}: {e}"[:300]}
   out = args.out or os.path.join(
       os.path.dirname(os.path.abspath(__file__)), "results",
       f"accelerator_{info['backend']}{'_quick' if args.quick else ''}.json")
