@@ -9,6 +9,11 @@ parameters, a GPT-style transformer at 110M) and densities 1-50%, times
 
 for each selection method, interleaved in one run (median of the repeats
 after a warm-up), and the scratch memory XLA allocates for each update.
+``radix_count`` (the scatter-free compare-and-count select, the default on
+GPU and TPU) is timed beside ``histogram`` (the CPU default); each of its
+passes reads the 4-byte keys once (``bytes_per_pass``), 8 passes at b = 4
+plus ``ceil(log2 N / 4)`` index passes when ties at the threshold must be
+broken, so its accelerator cost is about passes x bytes_per_pass / bandwidth.
 The ``top_k``/``sort`` references are skipped above ``--reference-max``
 parameters (25M by default): they are full sorts, seconds per call.
 
@@ -37,7 +42,7 @@ import optax_gsm  # pylint: disable=wrong-import-position
 from optax_gsm import _scores  # pylint: disable=wrong-import-position
 from optax_gsm import _pool  # pylint: disable=wrong-import-position
 
-METHODS = ("histogram", "top_k", "sort")
+METHODS = ("histogram", "radix_count", "top_k", "sort")
 
 
 def bench_model(name: str, shapes: common.Shapes, densities: list[float],
@@ -61,7 +66,7 @@ def bench_model(name: str, shapes: common.Shapes, densities: list[float],
     k = _pool.num_kept(pool, None, density)
     with_refs = n_params <= reference_max and (
         ref_densities is None or density in ref_densities)
-    methods = METHODS if with_refs else ("histogram",)
+    methods = METHODS if with_refs else ("histogram", "radix_count")
     fns, temps = {}, {}
     fns["sgd"] = lambda: sgd_update(grads, sgd_state, params)
     for method in methods:
@@ -102,6 +107,9 @@ def bench_model(name: str, shapes: common.Shapes, densities: list[float],
             if temps["update_histogram"] is not None and sgd_temp is not None
             else None),
         "ns_per_param_update": 1e6 * ms["update_histogram"] / n_params,
+        "bytes_per_pass": 4 * pool,
+        "radix_count_over_histogram_mask": (ms["mask_radix_count"] /
+                                            ms["mask_histogram"]),
     }
     for ref in ("top_k", "sort"):
       if f"update_{ref}" in ms:
@@ -115,6 +123,9 @@ def bench_model(name: str, shapes: common.Shapes, densities: list[float],
         f", {r} {ms[f'update_{r}']:.0f} ms ({record[f'{r}_speedup_update']:.0f}x)"
         for r in ("top_k", "sort") if f"update_{r}" in ms)
     common.log(
+        f"  radix_count: mask {ms['mask_radix_count']:.1f} ms, update "
+        f"{ms['update_radix_count']:.1f} ms")
+    common.log(
         f"  mask {ms['mask_histogram']:.1f} ms, gsm update "
         f"{ms['update_histogram']:.1f} ms, sgd {ms['sgd']:.1f} ms, ratio "
         f"{record['update_over_sgd']:.2f}, scratch "
@@ -125,9 +136,10 @@ def bench_model(name: str, shapes: common.Shapes, densities: list[float],
 def markdown(records: list[dict]) -> str:
   lines = [
       "| model | params | density | mask ms | gsm update ms | sgd ms | "
-      "gsm/sgd | top_k update ms | speedup | sort update ms | speedup | "
+      "gsm/sgd | radix_count mask ms | radix_count update ms | "
+      "top_k update ms | speedup | sort update ms | speedup | "
       "scratch B/param |",
-      "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+      "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
   for r in records:
     ms = r["ms"]
     def ref(name):
@@ -137,7 +149,9 @@ def markdown(records: list[dict]) -> str:
     lines.append(
         f"| {r['model']} | {r['params'] / 1e6:.1f}M | {r['density']:.0%} | "
         f"{ms['mask_histogram']:.1f} | {ms['update_histogram']:.1f} | "
-        f"{ms['sgd']:.1f} | {r['update_over_sgd']:.2f} | {ref('top_k')} | "
+        f"{ms['sgd']:.1f} | {r['update_over_sgd']:.2f} | "
+        f"{ms['mask_radix_count']:.1f} | {ms['update_radix_count']:.1f} | "
+        f"{ref('top_k')} | "
         f"{ref('sort')} | {r['scratch_bytes_per_param']:.2f} |")
   return "\n".join(lines)
 

@@ -10,6 +10,8 @@ from optax_gsm._alias import gsm_sgd
 from optax_gsm._gsm import GSMState
 from optax_gsm._gsm import gsm
 from optax_gsm._pool import default_prunable
+from optax_gsm._precision import Float32MasterState
+from optax_gsm._precision import float32_master
 from optax_gsm._pruning import HardPruneState
 from optax_gsm._pruning import KeepMaskedState
 from optax_gsm._pruning import LeafSparsity
@@ -47,6 +49,7 @@ from optax_gsm.weightmom import WeightMomState
 from optax_gsm.weightmom import weightmom
 
 __all__ = (
+    "Float32MasterState",
     "GMPState",
     "GSMState",
     "HardPruneState",
@@ -60,6 +63,7 @@ __all__ = (
     "checkpoint",
     "default_prunable",
     "density_schedule",
+    "float32_master",
     "gmp",
     "gsm",
     "gsm_metrics",

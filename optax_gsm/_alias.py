@@ -10,6 +10,7 @@ import optax
 
 from optax_gsm import _gsm
 from optax_gsm import _pool
+from optax_gsm import _precision
 from optax_gsm import _pruning
 from optax_gsm import _scores
 
@@ -52,9 +53,10 @@ def gsm_sgd(
     weight_decay_mask: Any = None,
     prunable: _pool.Prunable = None,
     criterion: _scores.Criterion = "taylor",
-    selection: str = "histogram",
+    selection: str | None = "auto",
     score_decay: float | None = None,
     prune_step: int | None = None,
+    float32_master: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
   r"""Global Sparse Momentum SGD: :func:`gsm`, weight decay, heavy-ball momentum.
 
@@ -91,12 +93,17 @@ def gsm_sgd(
       update (our extension, :func:`optax_gsm.hard_prune_at`): the Q
       largest weights are kept, the rest set to exactly 0 and held there.
       The paper prunes after the last step; ``None`` (the default) does too.
+    float32_master: run the whole chain on float32 master copies of bf16/f16
+      params (:func:`optax_gsm.float32_master`; 8 bytes of state per such
+      param for master and momentum), so that the decay of passive weights
+      is not rounded away. When False, ``init`` warns on such params.
 
   Returns:
     A :class:`optax.GradientTransformationExtraArgs`: ``optax.chain(gsm(...),
     optax.add_decayed_weights(...), optax.trace(...),
     optax.scale_by_learning_rate(...))``, followed by
-    ``optax_gsm.hard_prune_at(prune_step, ...)`` when ``prune_step`` is given.
+    ``optax_gsm.hard_prune_at(prune_step, ...)`` when ``prune_step`` is given,
+    wrapped in :func:`optax_gsm.float32_master` when ``float32_master``.
 
   Example:
     >>> import jax, jax.numpy as jnp, optax
@@ -127,4 +134,6 @@ def gsm_sgd(
     parts.append(_pruning.hard_prune_at(
         prune_step, compression, density=density, prunable=prunable,
         selection=selection))
-  return optax.chain(*parts)
+  if float32_master:
+    return _precision.float32_master(optax.chain(*parts))
+  return _precision.warn_low_precision(optax.chain(*parts), "gsm_sgd")

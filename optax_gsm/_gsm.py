@@ -161,7 +161,7 @@ def gsm(
     sparsity: Any = None,
     prunable: _pool.Prunable = None,
     criterion: _scores.Criterion = "taylor",
-    selection: str = "histogram",
+    selection: str | None = "auto",
     score_decay: float | None = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""Masks the gradient of all but the Q globally most important weights.
@@ -204,9 +204,13 @@ def gsm(
     criterion: ``"taylor"`` (:math:`|g w|`), ``"magnitude"`` (:math:`|w|`),
       or a callable ``(grads, params) -> scores`` that receives the trees
       with ``None`` outside the pool.
-    selection: ``"histogram"`` (exact radix select, the default), ``"top_k"``
-      (``jax.lax.top_k`` on the concatenated scores; static ratio only) or
-      ``"sort"``. All three give the same mask.
+    selection: ``"auto"`` (the default, or ``None``): ``"histogram"`` when
+      compiled for the CPU and ``"radix_count"`` on GPU and TPU, chosen at
+      lowering time. ``"histogram"`` is an exact radix select by scatter-add
+      histograms, ``"radix_count"`` the same select by compare-and-count
+      reductions (no scatter), ``"top_k"`` ``jax.lax.top_k`` on the
+      concatenated scores (static ratio only), ``"sort"`` a stable argsort.
+      All give the same mask (:func:`optax_gsm.top_k_masks`).
     score_decay: :math:`\rho` in [0, 1): ``None`` or 0 (the default) ranks
       by this step's score, as the paper does; e.g. 0.99 ranks by a moving
       average over about 100 steps. The state then holds one float32 per

@@ -226,7 +226,8 @@ def test_learning_rate_schedule():
     np.testing.assert_allclose(updates["w"], -lr * np.ones((2, 2)), rtol=1e-6)
 
 
-@pytest.mark.parametrize("selection", ["histogram", "sort", "top_k"])
+@pytest.mark.parametrize("selection",
+                         ["histogram", "radix_count", "auto", "sort", "top_k"])
 def test_no_recompilation_on_second_step(selection):
   params = {"w": jnp.ones((6, 4)), "b": jnp.ones(4)}
   opt = optax_gsm.gsm_sgd(0.1, compression=3, selection=selection)

@@ -1,4 +1,5 @@
-"""Exact global top-k selection: histogram vs top_k/sort vs numpy brute force."""
+"""Exact global top-k selection: histogram, radix_count, top_k and sort vs
+numpy brute force."""
 
 import jax
 import jax.numpy as jnp
@@ -12,19 +13,29 @@ from optax_gsm import top_k_masks
 
 
 _traced = jax.jit(lambda leaves, k: top_k_masks(leaves, k))
+_count = jax.jit(
+    lambda leaves, k, bits: top_k_masks(leaves, k, selection="radix_count",
+                                        bits_per_pass=bits),
+    static_argnums=2)
 _reference = jax.jit(
     lambda leaves, k, selection: top_k_masks(leaves, k, selection=selection),
     static_argnums=(1, 2))
 
 
 def assert_all_agree(leaves, ks, references=("top_k",)):
-  """Histogram (static k once, traced k always) == references == numpy."""
+  """Histogram and radix_count (static k once, traced k always) ==
+  references == numpy."""
   total = sum(np.size(x) for x in leaves)
   for i, k in enumerate(ks):
     expected = ref.top_k_flat(leaves, k)
-    got = {"traced": _traced(leaves, jnp.uint32(k))}
+    got = {"traced": _traced(leaves, jnp.uint32(k)),
+           "radix_count": _count(leaves, jnp.uint32(k), None)}
     if i == 0:
       got["static"] = top_k_masks(leaves, k)
+      got["static radix_count"] = top_k_masks(leaves, k,
+                                              selection="radix_count")
+      for bits in (1, 3, 8):  # 3: a first pass of 32 % 3 = 2 bits
+        got[f"radix_count b={bits}"] = _count(leaves, jnp.uint32(k), bits)
     for method in references:
       got[method] = _reference(leaves, k, method)
     for name, masks in got.items():
@@ -96,12 +107,13 @@ def test_float64_scores():
     a = 1.0 + np.arange(50) * 1e-12
     leaves = [jnp.asarray(base.reshape(5, 10)), jnp.asarray(a),
               jnp.asarray(base[:7], jnp.float32)]
-    fn = jax.jit(lambda leaves, k: top_k_masks(leaves, k))
+    fn = jax.jit(lambda leaves, k, method: top_k_masks(
+        leaves, k, selection=method), static_argnums=2)
     for k in (1, 3, 20, 56, 57, 106, 107):
       want = ref.top_k_flat([np.asarray(x) for x in leaves], k)
-      for method in ("histogram", "top_k"):
-        got = (fn(leaves, jnp.uint32(k)) if method == "histogram" else
-               top_k_masks(leaves, k, selection=method))
+      for method in ("histogram", "radix_count", "top_k"):
+        got = (top_k_masks(leaves, k, selection=method) if method == "top_k"
+               else fn(leaves, jnp.uint32(k), method))
         for mask, w in zip(got, want):
           np.testing.assert_array_equal(np.asarray(mask), w,
                                         err_msg=f"{method} k={k}")
@@ -132,16 +144,21 @@ def test_large_pool_exercises_every_pass():
   nonzero = int(np.count_nonzero(big))
   for k in (1000, nonzero, nonzero + 1, nonzero + 123_457, 1_100_034):
     want = ref.top_k_flat(leaves, k)
-    got = _traced(leaves, jnp.uint32(k))
-    for mask, w in zip(got, want):
-      np.testing.assert_array_equal(np.asarray(mask), w, err_msg=f"k={k}")
+    got = {"histogram": _traced(leaves, jnp.uint32(k))}
+    if k in (nonzero, nonzero + 123_457):  # ties at zero need 21 index bits
+      got["radix_count"] = _count(leaves, jnp.uint32(k), None)
+    for name, masks in got.items():
+      for mask, w in zip(masks, want):
+        np.testing.assert_array_equal(np.asarray(mask), w,
+                                      err_msg=f"{name} k={k}")
 
 
-def test_traced_k_does_not_recompile():
+@pytest.mark.parametrize("selection", ["auto", "histogram", "radix_count"])
+def test_traced_k_does_not_recompile(selection):
   rng = np.random.default_rng(5)
   leaves = [rng.standard_normal((20, 10)).astype(np.float32),
             np.round(rng.standard_normal(30)).astype(np.float32)]
-  fn = jax.jit(lambda leaves, k: top_k_masks(leaves, k))
+  fn = jax.jit(lambda leaves, k: top_k_masks(leaves, k, selection=selection))
   for k in (1, 17, 100, 229, 230):
     masks = fn(leaves, jnp.uint32(k))
     for mask, want in zip(masks, ref.top_k_flat(leaves, k)):
@@ -159,6 +176,18 @@ def test_bad_arguments():
       top_k_masks(leaves, k)
   with pytest.raises(ValueError, match="selection"):
     top_k_masks(leaves, 1, selection="quickselect")
+  allowed = r"\('histogram', 'radix_count', 'top_k', 'sort', 'auto'\)"
+  with pytest.raises(ValueError, match="'radix';.*" + allowed):
+    top_k_masks(leaves, 1, selection="radix")
+  for bits in (0, 9, 16, 2.0, True, "4"):
+    with pytest.raises(ValueError,
+                       match=r"bits_per_pass=.* expected one of \(1, 2, 3, 4, "
+                       r"5, 6, 7, 8\)"):
+      top_k_masks(leaves, 1, selection="radix_count", bits_per_pass=bits)
+  for selection in ("histogram", "top_k", "sort"):
+    with pytest.raises(ValueError, match="bits_per_pass=4 applies to "
+                       "selection='radix_count'.*allowed for.*None"):
+      top_k_masks(leaves, 1, selection=selection, bits_per_pass=4)
   with pytest.raises(TypeError, match="floating"):
     top_k_masks([jnp.ones(4, jnp.int32)], 1)
   with pytest.raises(TypeError, match="static integer k"):
@@ -216,3 +245,65 @@ def test_k_must_be_an_integer_and_all_methods_agree_on_range(selection):
   for k, want in ((jnp.uint32(3_000_000_000), 5), (jnp.int32(-7), 0),
                   (jnp.int32(3), 3), (jnp.uint8(200), 5)):
     np.testing.assert_array_equal(traced(k), ref.top_k_flat(scores, want)[0])
+
+
+def _adversarial_leaves(rng, dtype):
+  """A random pytree's leaves drawn from a few values, with the specials."""
+  specials = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, 1e-45, -1e-45,
+                       1e-40, np.finfo(np.float32).max, 1.0, 1.0, 2.0, -3.0],
+                      np.float32)
+  leaves = []
+  for _ in range(rng.integers(1, 6)):
+    shape = tuple(rng.integers(1, 7, rng.integers(0, 3)))
+    values = np.where(rng.random(shape) < 0.5, rng.choice(specials, shape),
+                      rng.standard_normal(shape).astype(np.float32))
+    with np.errstate(over="ignore"):  # float32 max is inf in 16 bits
+      leaves.append(np.asarray(values).astype(dtype))
+  return leaves
+
+
+@pytest.mark.parametrize("variadic", [True, False])
+@pytest.mark.parametrize("dtype", [np.float32, np.float16, ml_dtypes.bfloat16])
+def test_radix_count_fuzz_against_brute_force(dtype, variadic, monkeypatch):
+  # Both count formulations: the variadic reduce (one device) and the sum
+  # of a broadcast compare (several devices, as in these tests).
+  monkeypatch.setattr(_selection, "_variadic_counts", lambda: variadic)
+  count = jax.jit(lambda leaves, k, bits: top_k_masks(
+      leaves, k, selection="radix_count", bits_per_pass=bits),
+                  static_argnums=2)
+  rng = np.random.default_rng(6)
+  for _ in range(8):
+    leaves = _adversarial_leaves(rng, dtype)
+    total = sum(x.size for x in leaves)
+    bits = int(rng.choice([1, 2, 4, 5]))
+    for k in sorted({0, 1, int(rng.integers(1, total + 1)), total - 1, total}):
+      want = ref.top_k_flat(leaves, k)
+      for name, masks in (
+          ("radix_count", count(leaves, jnp.uint32(k), bits)),
+          ("histogram", _traced(leaves, jnp.uint32(k)))):
+        for mask, w in zip(masks, want):
+          np.testing.assert_array_equal(
+              np.asarray(mask), w, err_msg=f"{name} b={bits} k={k}/{total}")
+
+
+def _lowered(platform):
+  fn = jax.jit(lambda leaves, k: top_k_masks(leaves, k))
+  leaves = [jnp.ones((64, 32)), jnp.ones(7)]
+  return fn.trace(leaves, jnp.uint32(3)).lower(
+      lowering_platforms=(platform,)).as_text()
+
+
+def test_auto_is_histogram_on_cpu_and_scatter_free_elsewhere():
+  # "auto" is resolved when lowering: the CPU program has the histogram's
+  # scatter-adds, the GPU and TPU programs none.
+  assert "scatter" in _lowered("cpu")
+  for platform in ("cuda", "rocm", "tpu"):
+    assert "scatter" not in _lowered(platform), platform
+  explicit = jax.jit(lambda leaves, k: top_k_masks(
+      leaves, k, selection="radix_count")).lower(
+          [jnp.ones((64, 32))], jnp.uint32(3)).as_text()
+  assert "scatter" not in explicit and "sort" not in explicit
+  # None is "auto".
+  leaves = [np.arange(12.0, dtype=np.float32).reshape(3, 4)]
+  np.testing.assert_array_equal(top_k_masks(leaves, 5, selection=None)[0],
+                                ref.top_k_flat(leaves, 5)[0])

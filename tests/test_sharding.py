@@ -108,7 +108,8 @@ def test_model_parallel_matches_single_device(axis_type):
       assert update.sharding.is_equivalent_to(sharding, update.ndim)
 
 
-def _compiled_collectives(mesh, rows: int) -> list[tuple[str, int]]:
+def _compiled_collectives(mesh, rows: int, selection: str = "auto",
+                          ) -> list[tuple[str, int]]:
   """Collectives of a jitted gsm_sgd step on two sharded rows x 1024 kernels.
 
   Only compiled (from ShapeDtypeStructs), never run, so the pool can be big.
@@ -121,17 +122,19 @@ def _compiled_collectives(mesh, rows: int) -> list[tuple[str, int]]:
       lambda shape, spec: jax.ShapeDtypeStruct(
           shape, jnp.float32, sharding=NamedSharding(mesh, spec)),
       shapes, specs, is_leaf=lambda x: isinstance(x, tuple))
-  opt = optax_gsm.gsm_sgd(0.01, compression=10)
+  opt = optax_gsm.gsm_sgd(0.01, compression=10, selection=selection)
   state = jax.eval_shape(opt.init, params)
   hlo = jax.jit(opt.update).lower(params, state, params).compile().as_text()
   return _collectives(hlo)
 
 
+@pytest.mark.parametrize("selection", ["histogram", "radix_count"])
 @pytest.mark.parametrize("axis_type", [AxisType.Auto, AxisType.Explicit])
-def test_compiled_step_reduces_histograms_and_gathers_no_params(axis_type):
+def test_compiled_step_reduces_histograms_and_gathers_no_params(axis_type,
+                                                                selection):
   mesh = jax.make_mesh((2, 4), ("data", "model"), axis_types=(axis_type,) * 2)
-  small = _compiled_collectives(mesh, rows=2048)  # pool 2 * 2**21
-  large = _compiled_collectives(mesh, rows=8192)  # pool 2 * 2**23
+  small = _compiled_collectives(mesh, 2048, selection)  # pool 2 * 2**21
+  large = _compiled_collectives(mesh, 8192, selection)  # pool 2 * 2**23
   assert small, "a sharded global top-k must communicate"
   # Selection must work on each leaf in place: no flattening, slicing or
   # concatenating of sharded leaves, which would gather them.
