@@ -46,8 +46,7 @@ def float32_master(
 
   :math:`u'` is exact whenever :math:`\mathrm{round}(m)` and :math:`w` are
   within a factor of 2 (Sterbenz), so ``apply_updates`` lands on
-  :math:`\mathrm{round}(m)`. Where :math:`w 
-e \mathrm{round}(m)` (the params
+  :math:`\mathrm{round}(m)`. Where :math:`w \neq \mathrm{round}(m)` (the params
   were changed outside the optimizer, e.g. restored or pruned) the master
   restarts from :math:`w`. Leaves of 32 bits or more pass through unchanged.
 
