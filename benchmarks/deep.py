@@ -66,7 +66,8 @@ def kernel_pool(params: Any) -> Any:
 def make_model(net: str, args: argparse.Namespace, seed: int) -> nnx.Module:
   rngs = nnx.Rngs(seed)
   if net == "resnet20":
-    return models.ResNet(20, tuple(args.resnet_widths), rngs=rngs)
+    return models.ResNet(args.resnet_depth, tuple(args.resnet_widths),
+                         rngs=rngs)
   if net == "vit":
     return models.ViT(patch=args.vit_patch, width=args.vit_width,
                       depth=args.vit_depth, heads=args.vit_heads, rngs=rngs)
@@ -258,6 +259,7 @@ def parse(argv=None) -> argparse.Namespace:
                   help="post-base lr is constant for this share, then cosine")
   ap.add_argument("--recal-batches", type=int, default=20)
   ap.add_argument("--recal-batch", type=int, default=256)
+  ap.add_argument("--resnet-depth", type=int, default=20)
   ap.add_argument("--resnet-widths", type=int, nargs=3, default=[8, 16, 32])
   ap.add_argument("--vit-patch", type=int, default=7)
   ap.add_argument("--vit-width", type=int, default=64)
@@ -278,11 +280,18 @@ def parse(argv=None) -> argparse.Namespace:
   args.base_lr = {"resnet20": 0.1, "vit": 0.05}
   args.post_lr = {"resnet20": 0.25, "vit": 0.1}
   if args.quick:
-    args.resnet_widths, args.vit_width, args.vit_depth = [4, 8, 16], 16, 1
-    args.val_size, args.train_size, args.test_size = 256, 512, 256
+    args.resnet_depth, args.resnet_widths = 8, [4, 8, 16]
+    args.vit_width, args.vit_depth = 16, 1
+    args.val_size, args.train_size, args.test_size = 256, 256, 256
     args.batch, args.base_epochs, args.post_epochs = 64, 1.0, 1.0
     args.recal_batches, args.recal_batch = 2, 64
   return args
+
+
+def _config(args: argparse.Namespace) -> dict[str, Any]:
+  return {k: v for k, v in vars(args).items()
+          if k not in ("out", "cache", "no_progress", "data_dir", "nets",
+                       "methods", "report")}
 
 
 def load_results(out: str, seed: int) -> dict[str, Any]:
@@ -298,9 +307,8 @@ def load_results(out: str, seed: int) -> dict[str, Any]:
 def main(argv=None) -> dict:
   args = parse(argv)
   os.makedirs(args.out, exist_ok=True)
-  config = {k: v for k, v in vars(args).items()
-            if k not in ("out", "cache", "no_progress", "data_dir", "nets",
-                         "methods", "report")}
+  config = _config(args)
+  defaults = _config(parse([]))  # keys added later read as their defaults
   env = {"jax": jax.__version__, "device": str(jax.devices()[0]),
          "cpu_count": os.cpu_count(), "python": platform.python_version(),
          "command": "python benchmarks/deep.py " + " ".join(
@@ -313,7 +321,7 @@ def main(argv=None) -> dict:
     if os.path.exists(path):  # one file per net: nets can run in parallel
       with open(path) as f:
         results = json.load(f)
-    if results.get("config", config) != config:
+    if {**defaults, **results.get("config", config)} != config:
       raise SystemExit(f"{path} holds results of another configuration; "
                        "pass another --out or remove it.")
     results["config"] = config
