@@ -10,6 +10,7 @@ import pytest
 from flax import nnx
 
 import optax_gsm
+from examples.common import models
 from optax_gsm import _paths
 from optax_gsm import _pool
 
@@ -309,3 +310,16 @@ def test_default_pool_unchanged_for_plain_weight_dicts():
   params = {"w": jnp.ones((3, 2)), "b": jnp.ones(2), "w3": jnp.ones((2, 2, 2)),
             "idx": jnp.ones((2, 2), jnp.int32)}
   assert pooled_names(params) == ["w", "w3"]
+
+
+# ------------------------------------------- the deep benchmark's nets --
+
+@pytest.mark.parametrize("make", [
+    lambda: models.ResNet(8, (2, 4, 4), rngs=nnx.Rngs(0)),
+    lambda: models.ViT(patch=7, width=8, depth=1, heads=2, rngs=nnx.Rngs(0))])
+def test_default_pool_is_every_kernel_of_resnet_and_vit(make):
+  state = nnx.state(make(), nnx.Param)
+  names = _paths.names(state)
+  kernels = sorted(n for n in names if n.endswith("/kernel"))
+  assert pooled_names(state) == kernels
+  assert len(kernels) < len(names)  # biases, norms, pos are there, left out
