@@ -101,6 +101,22 @@ def dead_filter_outputs(model: nnx.Module) -> dict[str, Any]:
   Returns:
     A dict from the batch norm's path (``"blocks/0/bn1"``) to a dict with
     ``dead`` (the channel indices) and ``constant`` (their outputs).
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from flax import nnx
+    >>> import optax_gsm
+    >>> class ConvBN(nnx.Module):
+    ...   def __init__(self):
+    ...     self.conv = nnx.Conv(1, 2, (3, 3), use_bias=False,
+    ...                          rngs=nnx.Rngs(0))
+    ...     self.bn = nnx.BatchNorm(2, rngs=nnx.Rngs(0))
+    >>> model = ConvBN()
+    >>> model.conv.kernel[...] = model.conv.kernel[...].at[..., 1].set(0.0)
+    >>> model.bn.mean[...] = jnp.array([0.0, 0.5])  # var 1, scale 1, bias 0
+    >>> report = optax_gsm.dead_filter_outputs(model)["bn"]
+    >>> report["dead"], [round(c, 4) for c in report["constant"]]
+    ([1], [-0.5])
   """
   out = {}
   for path, module in nnx.iter_graph(model):
