@@ -15,7 +15,8 @@ from it:
 
 The pool is every ``kernel`` leaf (conv and dense weights, attention
 projections, the ViT's patch embedding); biases, norm parameters and the
-ViT's positional table stay dense. Each method is evaluated before and after
+ViT's positional table stay dense (``--pool-include`` adds leaves by path).
+Each method is evaluated before and after
 its hard prune, and for batch-norm nets again after
 ``optax_gsm.recalibrate_batch_stats``. Every run checkpoints after each epoch
 under ``--cache`` and resumes from there; results go to
@@ -61,6 +62,14 @@ def kernel_pool(params: Any) -> Any:
   return jax.tree_util.tree_map_with_path(
       lambda path, x: getattr(path[-1], "key", None) == "kernel"
       and jnp.ndim(x) >= 2, params)
+
+
+def make_pool(include: list[str]) -> Any:
+  """``kernel_pool``, plus the leaves ``include``'s patterns match."""
+  if not include:
+    return kernel_pool
+  return optax_gsm.prunable_by_path(include=(r"(^|/)kernel$", *include),
+                                    default=False)
 
 
 def make_model(net: str, args: argparse.Namespace, seed: int) -> nnx.Module:
@@ -111,7 +120,7 @@ def post_schedule(lr: float, steps: int, flat: float) -> optax.Schedule:
 def base_opt(net: str, args, steps: int) -> optax.GradientTransformation:
   lr = args.base_lr[net]
   return optax.chain(
-      optax.add_decayed_weights(args.base_wd, mask=kernel_pool),
+      optax.add_decayed_weights(args.base_wd, mask=args.pool),
       optax.sgd(cosine(lr, steps, warmup=steps // 10), momentum=0.9))
 
 
@@ -132,8 +141,8 @@ def method_opt(method: str, net: str, args, steps: int, spe: int
     prune_step = (int(args.prune_at * steps) if method == "gsm_prune_step"
                   else None)
     opt = optax_gsm.gsm_sgd(lr, compression=args.compression, momentum=beta,
-                            weight_decay=eta, weight_decay_mask=kernel_pool,
-                            prunable=kernel_pool, prune_step=prune_step)
+                            weight_decay=eta, weight_decay_mask=args.pool,
+                            prunable=args.pool, prune_step=prune_step)
     return opt, {"lr": post * (1 - beta), "momentum": beta,
                  "weight_decay": eta, "prune_step": prune_step,
                  "schedule": f"constant, cosine after {args.flat}"}
@@ -142,11 +151,11 @@ def method_opt(method: str, net: str, args, steps: int, spe: int
   end = int(args.gmp_end * steps)
   every = max(1, spe // 4)
   opt = optax.chain(
-      optax.add_decayed_weights(args.base_wd, mask=kernel_pool),
+      optax.add_decayed_weights(args.base_wd, mask=args.pool),
       optax.sgd(post_schedule(post * (1 - beta), steps, args.flat),
                 momentum=beta),
       optax_gsm.gmp(1.0 / args.compression, begin_step=0, end_step=end,
-                    update_every=every, scope=scope, prunable=kernel_pool))
+                    update_every=every, scope=scope, prunable=args.pool))
   return opt, {"lr": post * (1 - beta), "momentum": beta,
                "weight_decay": args.base_wd, "end_step": end,
                "update_every": every, "scope": scope,
@@ -176,10 +185,10 @@ def run_net(net_name: str, args, data, entry: dict, save) -> None:
   has_bn = bool(jax.tree.leaves(net.stats))
   entry["params"] = int(sum(x.size for x in jax.tree.leaves(net.params)))
   entry["pool"] = int(sum(x.size for x, f in zip(
-      jax.tree.leaves(net.params), jax.tree.leaves(kernel_pool(net.params)))
+      jax.tree.leaves(net.params), jax.tree.leaves(args.pool(net.params)))
       if f))
   entry["pooled_leaves"] = [
-      r.path for r in optax_gsm.sparsity_report(net.params, kernel_pool).leaves]
+      r.path for r in optax_gsm.sparsity_report(net.params, args.pool).leaves]
   cache = os.path.join(args.cache, f"{net_name}_s{seed}")
   os.makedirs(cache, exist_ok=True)
 
@@ -213,7 +222,7 @@ def run_net(net_name: str, args, data, entry: dict, save) -> None:
            "history": out["history"]}
     row["before_prune"] = evaluate(ev, p, s, data)
     pruned, masks = optax_gsm.prune(p, compression=args.compression,
-                                    prunable=kernel_pool)
+                                    prunable=args.pool)
     row["after_prune"] = evaluate(ev, pruned, s, data)
     report = optax_gsm.sparsity_report(masks)
     row["density"] = report.density
@@ -255,6 +264,9 @@ def parse(argv=None) -> argparse.Namespace:
                   help="gsm_prune_step's prune step, as a share of the run")
   ap.add_argument("--gmp-end", type=float, default=0.75,
                   help="GMP reaches its final density at this share")
+  ap.add_argument("--pool-include", nargs="*", default=[],
+                  help="regular expressions of leaf paths to pool besides "
+                  "the kernels, e.g. '^pos$' (the ViT's positional table)")
   ap.add_argument("--flat", type=float, default=0.75,
                   help="post-base lr is constant for this share, then cosine")
   ap.add_argument("--recal-batches", type=int, default=20)
@@ -277,6 +289,7 @@ def parse(argv=None) -> argparse.Namespace:
   ap.add_argument("--quick", action="store_true",
                   help="tiny nets and data, a fraction of an epoch each")
   args = ap.parse_args(argv)
+  args.pool = make_pool(args.pool_include)
   args.base_lr = {"resnet20": 0.1, "vit": 0.05}
   args.post_lr = {"resnet20": 0.25, "vit": 0.1}
   if args.quick:
@@ -291,7 +304,7 @@ def parse(argv=None) -> argparse.Namespace:
 def _config(args: argparse.Namespace) -> dict[str, Any]:
   return {k: v for k, v in vars(args).items()
           if k not in ("out", "cache", "no_progress", "data_dir", "nets",
-                       "methods", "report")}
+                       "methods", "report", "pool")}
 
 
 def load_results(out: str, seed: int) -> dict[str, Any]:
