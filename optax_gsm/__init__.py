@@ -10,6 +10,7 @@ from optax_gsm._alias import gsm_sgd
 from optax_gsm._gsm import GSMState
 from optax_gsm._gsm import gsm
 from optax_gsm._pool import default_prunable
+from optax_gsm._pool import prunable_by_path
 from optax_gsm._precision import Float32MasterState
 from optax_gsm._precision import float32_master
 from optax_gsm._pruning import HardPruneState
@@ -29,6 +30,8 @@ from optax_gsm.baselines import GMPState
 from optax_gsm.baselines import gmp
 from optax_gsm.baselines import lottery_ticket
 from optax_gsm.baselines import snip_masks
+from optax_gsm.batchnorm import dead_filter_outputs
+from optax_gsm.batchnorm import recalibrate_batch_stats
 from optax_gsm.export import load_sparse
 from optax_gsm.export import save_sparse
 from optax_gsm.export import to_bcoo
@@ -61,6 +64,7 @@ __all__ = (
     "apply_masks",
     "checked_density_schedule",
     "checkpoint",
+    "dead_filter_outputs",
     "default_prunable",
     "density_schedule",
     "float32_master",
@@ -75,8 +79,10 @@ __all__ = (
     "magnitude_score",
     "passive_decay_exponent",
     "polynomial_density_schedule",
+    "prunable_by_path",
     "prune",
     "prune_share",
+    "recalibrate_batch_stats",
     "save_sparse",
     "shrink",
     "snip_masks",

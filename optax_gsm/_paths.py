@@ -49,6 +49,56 @@ def name(path: tuple, *, drop_collection: bool = False) -> str:
   return jax.tree_util.keystr(path, simple=True, separator="/")
 
 
+def names(tree: Any) -> list[str]:
+  """The :func:`name` of every leaf of ``tree``, in ``jax.tree.leaves`` order.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> names({"l1": {"kernel": jnp.ones((2, 2)), "bias": jnp.ones(2)}})
+    ['l1/bias', 'l1/kernel']
+  """
+  return [name(p) for p, _ in jax.tree_util.tree_flatten_with_path(tree)[0]]
+
+
+def _under(leaf: str, prefix: str) -> bool:
+  return not prefix or leaf == prefix or leaf.startswith(prefix + "/")
+
+
+def flags_by_path(tree: Any, params: Any) -> list[Any] | None:
+  """The leaf of ``tree`` at (or above) each leaf of ``params``, by name.
+
+  ``tree`` may be a prefix of ``params`` and may wrap its leaves differently
+  (``nnx.Variable`` or not, an ``nnx.State`` or a dict): each leaf of
+  ``params`` takes the leaf of ``tree`` whose :func:`name` is its own or
+  the deepest one above it.
+
+  Args:
+    tree: a pytree, e.g. of bools.
+    params: the tree it stands for.
+
+  Returns:
+    One leaf of ``tree`` per leaf of ``params`` (``jax.tree.leaves`` order),
+    or ``None`` if some leaf of ``params`` has no match or some leaf of
+    ``tree`` matches nothing.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> params = {"l1": {"kernel": jnp.ones((2, 2)), "bias": jnp.ones(2)}}
+    >>> flags_by_path({"l1": True}, params)
+    [True, True]
+  """
+  by_name = dict(zip(names(tree), jax.tree.leaves(tree)))
+  out, used = [], set()
+  for leaf in names(params):
+    match = max((k for k in by_name if _under(leaf, k)), key=len,
+                default=None)
+    if match is None:
+      return None
+    used.add(match)
+    out.append(by_name[match])
+  return out if used == set(by_name) else None
+
+
 def align(masks: Any, params: Any) -> Any:
   """``masks`` rearranged into the structure of ``params``, matched by path.
 

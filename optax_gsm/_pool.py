@@ -6,6 +6,7 @@ import decimal
 import fractions
 import math
 import numbers
+import re
 from collections.abc import Callable
 from typing import Any, Union
 
@@ -13,14 +14,47 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from optax_gsm import _paths
+
 Prunable = Union[None, Any, Callable[[Any], Any]]
 
 
-def default_prunable(params: Any) -> Any:
-  """The default pool: floating leaves with two or more dimensions.
+# Leaf names (the last key of a leaf's path, lower case) that the default
+# pool leaves out whatever their shape: biases (nnx.MultiHeadAttention's
+# query/key/value biases are heads x head_dim, Equinox's conv bias is
+# (C, 1, 1)), norm parameters and statistics, embedding and positional tables.
+EXCLUDED_NAMES = frozenset({
+    "bias", "biases", "scale", "mean", "var", "running_mean", "running_var",
+    "gamma", "beta", "embedding", "embeddings", "pos", "pos_embed",
+    "pos_embedding", "position_embedding", "position_embeddings",
+    "positional_embedding", "cls_token", "class_token"})
+# A key above the leaf that names a normalization layer (``norm``,
+# ``LayerNorm_0``, ``ln1``, ``bn``, ``batch_norm``...): its weights are scales.
+_NORM_KEY = re.compile(r"norm|^(ln|bn)(_?\d+)?$", re.IGNORECASE)
 
-  These are the kernels of dense and convolution layers, as in the paper's
-  code; biases, norm scales and scalars are left out.
+
+def _default_flag(leaf_name: str, x: Any) -> bool:
+  if jnp.ndim(x) < 2 or not jnp.issubdtype(jnp.result_type(x), jnp.inexact):
+    return False
+  keys = leaf_name.split("/")
+  return (keys[-1].lower() not in EXCLUDED_NAMES
+          and not any(_NORM_KEY.search(k) for k in keys[:-1]))
+
+
+def default_prunable(params: Any) -> Any:
+  """The default pool: weight matrices and convolution kernels.
+
+  A leaf is pooled when it is floating with two or more dimensions (the
+  kernels of dense, convolution and attention layers, as in the paper's
+  code) and its path does not name it otherwise: a leaf whose last key is a
+  bias, a norm parameter or statistic, an embedding or a positional table
+  (``bias``, ``scale``, ``mean``, ``var``, ``embedding``, ``pos``,
+  ``pos_embed``, ``cls_token``... see ``EXCLUDED_NAMES``), or that sits
+  under a key naming a norm layer (``norm``, ``LayerNorm_0``, ``ln1``,
+  ``bn``), stays out whatever its shape. Paths read alike for Linen dicts,
+  ``nnx.State`` (with or without ``nnx.Variable`` wrappers) and Equinox
+  modules. To add embeddings or positional tables, or to leave more out,
+  use :func:`optax_gsm.prunable_by_path`.
 
   Args:
     params: a pytree of arrays.
@@ -32,10 +66,113 @@ def default_prunable(params: Any) -> Any:
     >>> import jax.numpy as jnp
     >>> default_prunable({"w": jnp.ones((3, 2)), "b": jnp.ones(2)})
     {'b': False, 'w': True}
+    >>> attn = {"query": {"kernel": jnp.ones((8, 2, 4)),
+    ...                   "bias": jnp.ones((2, 4))}, "pos": jnp.ones((5, 8))}
+    >>> default_prunable(attn)
+    {'pos': False, 'query': {'bias': False, 'kernel': True}}
   """
-  return jax.tree.map(
-      lambda x: jnp.ndim(x) >= 2 and jnp.issubdtype(jnp.result_type(x),
-                                                    jnp.inexact), params)
+  return jax.tree_util.tree_map_with_path(
+      lambda path, x: _default_flag(_paths.name(path), x), params)
+
+
+def _as_patterns(name: str, patterns: Any) -> tuple[re.Pattern, ...]:
+  if patterns is None:
+    return ()
+  if isinstance(patterns, (str, re.Pattern)):
+    patterns = (patterns,)
+  out = []
+  for p in patterns:
+    if not isinstance(p, (str, re.Pattern)):
+      raise TypeError(f"prunable_by_path: {name} takes regular expressions "
+                      f"(str), got {p!r}.")
+    try:
+      out.append(re.compile(p))
+    except re.error as e:
+      raise ValueError(f"prunable_by_path: {name} pattern {p!r} is not a "
+                       f"regular expression: {e}.") from e
+  return tuple(out)
+
+
+def _some_names(names: list[str], n: int = 8) -> str:
+  shown = ", ".join(names[:n])
+  return shown + (f", ... ({len(names)} leaves)" if len(names) > n else "")
+
+
+def prunable_by_path(include: Any = None, exclude: Any = None, *,
+                     default: bool = True) -> Callable[[Any], Any]:
+  """A pool chosen by leaf path, usable wherever ``prunable`` is taken.
+
+  Leaves are named by their path with ``/`` between keys and without
+  ``nnx.Variable``'s trailing ``value`` (``blocks/0/attn/query/kernel``,
+  ``params/Dense_0/kernel``, ``layers/1/weight``), so one pool works on
+  Linen dicts, ``nnx.State`` (the Variables ``nnx.Optimizer`` gives ``init``
+  and the arrays it gives ``update``) and Equinox modules. A leaf is pooled
+  when
+
+  .. math::
+    (\\text{default and } \\mathrm{default\\_prunable}
+     \\text{ or some include matches}) \\text{ and no exclude matches},
+
+  each pattern a regular expression searched (``re.search``) in the name.
+
+  Args:
+    include: a pattern or a sequence of them adding leaves, e.g.
+      ``r"pos$"`` or ``r"embedding$"`` for positional and embedding tables.
+    exclude: a pattern or a sequence of them removing leaves, e.g.
+      ``r"^head/"`` to keep the classifier dense.
+    default: start from :func:`optax_gsm.default_prunable` (``True``) or
+      from an empty pool (``False``, so only ``include`` selects).
+
+  Returns:
+    A callable of ``params`` returning a pytree of bools shaped like it.
+    It raises ``ValueError``, naming the pattern and some leaf paths, when a
+    pattern matches no leaf or the pool comes out empty.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> import optax_gsm
+    >>> params = {"embed": {"embedding": jnp.ones((50, 8))},
+    ...           "mlp": {"kernel": jnp.ones((8, 8)), "bias": jnp.ones(8)},
+    ...           "head": {"kernel": jnp.ones((8, 2))}}
+    >>> pool = optax_gsm.prunable_by_path(include=r"embedding$",
+    ...                                   exclude=r"^head/")
+    >>> pool(params)
+    {'embed': {'embedding': True}, 'head': {'kernel': False}, 'mlp': {'bias': False, 'kernel': True}}
+    >>> optax_gsm.prune(params, compression=4, prunable=pool)[1]["head"]
+    {'kernel': None}
+  """
+  includes = _as_patterns("include", include)
+  excludes = _as_patterns("exclude", exclude)
+  if not isinstance(default, (bool, np.bool_)):
+    raise TypeError(f"prunable_by_path: default must be a bool, got "
+                    f"{default!r}.")
+  if not default and not includes:
+    raise ValueError("prunable_by_path: default=False needs include "
+                     "patterns, or the pool is empty.")
+
+  def pool(params: Any) -> Any:
+    flat, treedef = jax.tree_util.tree_flatten_with_path(params)
+    names = [_paths.name(path) for path, _ in flat]
+    for kind, patterns in (("include", includes), ("exclude", excludes)):
+      for p in patterns:
+        if not any(p.search(n) for n in names):
+          raise ValueError(
+              f"prunable_by_path: {kind} pattern {p.pattern!r} matches no "
+              f"leaf; the leaves are {_some_names(names)}.")
+    flags = [((default and _default_flag(n, x))
+              or any(p.search(n) for p in includes))
+             and not any(p.search(n) for p in excludes)
+             for n, (_, x) in zip(names, flat)]
+    if not any(flags):
+      raise ValueError(
+          "prunable_by_path: the pool is empty (include="
+          f"{[p.pattern for p in includes]}, exclude="
+          f"{[p.pattern for p in excludes]}, default={default}); the "
+          f"leaves are {_some_names(names)}.")
+    return treedef.unflatten(flags)
+
+  pool.include, pool.exclude, pool.default = includes, excludes, default
+  return pool
 
 
 def is_params_placeholder(params: Any) -> bool:
@@ -53,12 +190,31 @@ def placeholder_state(state_cls: type) -> Any:
   return state_cls(*(jnp.zeros((), jnp.int32) for _ in state_cls._fields))
 
 
+def _is_bool(x: Any) -> bool:
+  return isinstance(x, (bool, np.bool_)) or (
+      hasattr(x, "dtype") and jnp.result_type(x) == jnp.bool_)
+
+
+def is_bool_tree(prunable: Any) -> bool:
+  """True if ``prunable`` is a pytree whose leaves are all bools.
+
+  Such a tree is a pool, never a callable, even when its container is
+  callable (an ``eqx.Module`` holding bools is).
+  """
+  leaves = jax.tree.leaves(prunable)
+  return bool(leaves) and all(_is_bool(x) for x in leaves)
+
+
 def pool_flags(prunable: Prunable, params: Any) -> list[bool]:
   """One bool per leaf of ``params`` (``jax.tree.leaves`` order): in the pool?
 
   Args:
     prunable: ``None`` (``default_prunable``), a pytree of bools shaped like
-      ``params`` or a prefix of it, or a callable of ``params`` returning one.
+      ``params`` or a prefix of it (matched by leaf path when the containers
+      differ, as the ``nnx.Variable`` wrappers of ``nnx.Optimizer``'s
+      ``init`` and the arrays of its ``update`` do), or a callable of
+      ``params`` returning one. A pytree of bools is never called, even if
+      its container is callable (an ``eqx.Module``).
     params: the parameters.
 
   Returns:
@@ -66,16 +222,22 @@ def pool_flags(prunable: Prunable, params: Any) -> list[bool]:
   """
   if prunable is None:
     prunable = default_prunable
-  tree = prunable(params) if callable(prunable) else prunable
+  if is_bool_tree(prunable) or not callable(prunable):
+    tree = prunable
+  else:
+    tree = prunable(params)
   try:
-    full = jax.tree.broadcast(tree, params)
+    leaves = jax.tree.leaves(jax.tree.broadcast(tree, params))
   except ValueError as e:
-    raise ValueError(
-        "prunable must be a pytree of bools shaped like params (or a prefix "
-        f"of it); got structure {jax.tree.structure(tree)} for params "
-        f"{jax.tree.structure(params)}.") from e
+    leaves = _paths.flags_by_path(tree, params)
+    if leaves is None:
+      raise ValueError(
+          "prunable must be a pytree of bools shaped like params (or a "
+          "prefix of it), matched by structure or by leaf path; got leaves "
+          f"{_some_names(_paths.names(tree))} for params leaves "
+          f"{_some_names(_paths.names(params))}.") from e
   flags = []
-  for flag in jax.tree.leaves(full):
+  for flag in leaves:
     if not isinstance(flag, (bool, np.bool_)):
       raise TypeError(
           "prunable must hold Python bools (static), got a leaf of type "
@@ -88,7 +250,8 @@ def check_pool(flags: list[bool], params: Any, where: str) -> None:
   """Raises if the pool is empty or holds a non-floating leaf."""
   if not any(flags):
     raise ValueError(
-        f"{where}: prunable selects no leaf of params. (Under "
+        f"{where}: prunable selects no leaf of params; the leaves are "
+        f"{_some_names(_paths.names(params))}. (Under "
         "optax.inject_hyperparams a callable prunable is taken for a schedule "
         "and called with the step count unless named in static_args, e.g. "
         "static_args=(\"prunable\",).)")
