@@ -198,7 +198,8 @@ def gsm(
     density: d in (0, 1], kept over total entries. Both may be arrays, so
       ``optax.inject_hyperparams`` can inject them or a schedule of them.
     sparsity: or s in [0, 1), removed over total entries (d = 1 - s).
-    prunable: the pool: ``None`` for floating leaves with ``ndim >= 2``, a
+    prunable: the pool: ``None`` for :func:`optax_gsm.default_prunable`
+      (kernels: floating leaves with ``ndim >= 2``, no biases or norms), a
       pytree of bools (or a prefix of one), or a callable of params giving
       one, as in ``optax.masked``.
     criterion: ``"taylor"`` (:math:`|g w|`), ``"magnitude"`` (:math:`|w|`),
