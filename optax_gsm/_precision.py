@@ -92,7 +92,9 @@ def float32_master(
     if params is None:
       raise ValueError("float32_master needs params: call update(updates, "
                        "state, params).")
-    p_leaves, treedef = jax.tree.flatten(params)
+    # optax.masked and multi_transform hand over MaskedNode for the leaves of
+    # other groups: they are leaves here, as in the master, and pass through.
+    p_leaves, treedef = jax.tree.flatten(params, is_leaf=_is_masked)
     m_leaves = jax.tree.leaves(state.master, is_leaf=_is_masked)
     if len(m_leaves) != len(p_leaves):
       raise ValueError("float32_master: the state was built for params of a "

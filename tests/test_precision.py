@@ -88,3 +88,31 @@ def test_master_follows_params_changed_outside():
   assert float(state.master["w"][0]) == pytest.approx(1 - 51e-4, abs=1e-6)
   with pytest.raises(ValueError, match="needs params"):
     tx.update(grads, state)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+@pytest.mark.parametrize("wrap", ["masked", "multi_transform"])
+def test_float32_master_inside_masked_and_multi_transform(dtype, wrap):
+  # optax hands the wrapped transform MaskedNode for the other group's leaves.
+  params = {"a": jnp.full((3, 3), 1.5, dtype), "b": jnp.ones(3, dtype)}
+  grads = {"a": jnp.full((3, 3), 0.25, dtype), "b": jnp.ones(3, dtype)}
+  inner = lambda: optax_gsm.float32_master(optax.sgd(0.1, momentum=0.9))
+  if wrap == "masked":
+    tx = optax.masked(inner(), {"a": True, "b": False})
+  else:
+    tx = optax.multi_transform({"m": inner(), "s": optax.sgd(0.1)},
+                               {"a": "m", "b": "s"})
+  state = tx.init(params)
+  for _ in range(3):
+    updates, state = tx.update(grads, state, params)
+    params = optax.apply_updates(params, updates)
+  # Three momentum steps on "a": 0.025 * (1 + 1.9 + 2.71) = 0.14025.
+  np.testing.assert_allclose(np.asarray(params["a"], np.float32),
+                             np.asarray(jnp.asarray(1.5 - 0.14025, dtype),
+                                        np.float32))
+  assert params["a"].dtype == dtype
+  # optax.masked passes the other leaves' gradients through as updates.
+  expected_b = 1.0 + 3 * 1.0 if wrap == "masked" else 1.0 - 3 * 0.1
+  np.testing.assert_allclose(np.asarray(params["b"], np.float32),
+                             np.asarray(jnp.asarray(expected_b, dtype),
+                                        np.float32), rtol=1e-2)
