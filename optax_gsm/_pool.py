@@ -374,8 +374,15 @@ def canonical_ratio(compression: Any, density: Any, sparsity: Any,
       or jnp.ndim(sparsity) or dtype is not None and not (
           jnp.issubdtype(dtype, jnp.floating) and jnp.finfo(dtype).bits >= 32
           or jnp.issubdtype(dtype, jnp.integer))):
-    raise TypeError("sparsity must be a number or a scalar float32/float64 "
-                    f"array, got {sparsity!r}.")
+    low = (dtype is not None and jnp.issubdtype(dtype, jnp.floating)
+           and jnp.finfo(dtype).bits < 32)
+    raise TypeError(
+        "sparsity must be a number or a scalar float32/float64 array, got "
+        f"{sparsity!r}." + (
+            " optax.inject_hyperparams casts Python floats to the params' "
+            "dtype: pass sparsity=jnp.float32(...) or "
+            "optax.inject_hyperparams(..., hyperparam_dtype=jnp.float32)."
+            if low else ""))
   if isinstance(sparsity, jax.core.Tracer):
     return None, 1 - sparsity  # injected: float32 (x64: float64) arithmetic
   value = np.asarray(sparsity)[()]

@@ -32,7 +32,7 @@ def prune(
     prunable: _pool.Prunable = None,
     criterion: _scores.Criterion = "magnitude",
     grads: Any = None,
-    selection: str = "histogram",
+    selection: str = "auto",
 ) -> tuple[Any, Any]:
   r"""Hard-prunes params globally: keeps the Q most important, zeroes the rest.
 
@@ -287,7 +287,7 @@ def hard_prune_at(
     density: Any = None,
     sparsity: Any = None,
     prunable: _pool.Prunable = None,
-    selection: str = "histogram",
+    selection: str = "auto",
 ) -> optax.GradientTransformationExtraArgs:
   r"""Hard-prunes by global magnitude at update ``step``, then holds the mask.
 

@@ -6,7 +6,7 @@ leaves taken together, ties broken toward the lower global index (leaf order as
 number and ``-0.0`` equal to ``0.0``. That is the mask ``jax.lax.top_k`` gives
 on the concatenated, flattened scores.
 
-``"histogram"`` (the default) never concatenates: it finds the k-th largest
+``"histogram"`` (what ``"auto"`` runs on the CPU) never concatenates: it finds the k-th largest
 order-preserving integer key T by two 16-bit radix passes whose per-leaf
 histograms (uint32 counts) are summed, then keeps ``key > T`` and, of the keys
 equal to T, the ``need`` with the lowest global index. A ``lax.cond`` skips
@@ -486,7 +486,7 @@ def top_k_masks(scores: Any, k: int | jax.Array, *,
     scores: a pytree of floating arrays.
     k: how many entries to select: an int or a scalar integer array,
       ``1 <= k <= total size`` (else a ``ValueError``; a float k is a
-      ``TypeError``). It may be traced for ``"histogram"`` and ``"sort"``: a
+      ``TypeError``). It may be traced for every method but ``"top_k"``: a
       traced k is clipped to ``[0, total size]``, 0 selecting nothing.
     selection: ``"auto"`` or ``None`` (the default: ``"histogram"`` when
       compiled for the CPU, ``"radix_count"`` on GPU and TPU, decided at

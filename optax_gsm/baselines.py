@@ -95,7 +95,7 @@ def gmp(
     scope: str = "global",
     power: float = 3.0,
     prunable: _pool.Prunable = None,
-    selection: str = "histogram",
+    selection: str = "auto",
 ) -> optax.GradientTransformationExtraArgs:
   r"""Gradual magnitude pruning (Zhu & Gupta, 2017) as a transformation.
 
@@ -189,7 +189,7 @@ def snip_masks(
     density: Any = None,
     sparsity: Any = None,
     prunable: _pool.Prunable = None,
-    selection: str = "histogram",
+    selection: str = "auto",
 ) -> Any:
   r"""SNIP (Lee et al., 2019): masks from :math:`|g \odot w|` at initialization.
 
@@ -247,7 +247,7 @@ def lottery_ticket(
     density: Any = None,
     sparsity: Any = None,
     prunable: _pool.Prunable = None,
-    selection: str = "histogram",
+    selection: str = "auto",
 ) -> tuple[Any, Any]:
   """A winning-ticket candidate: a global magnitude mask on the initial weights.
 

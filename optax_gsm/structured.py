@@ -103,7 +103,7 @@ def structured_gsm(
     criterion: _scores.Criterion = "taylor",
     reduction: str = "sum",
     normalize_layers: bool = False,
-    selection: str = "histogram",
+    selection: str = "auto",
 ) -> optax.GradientTransformationExtraArgs:
   r"""GSM over filters: masks the gradient of all but the Q best filters.
 
@@ -216,7 +216,7 @@ def structured_prune(
     grads: Any = None,
     reduction: str = "sum",
     normalize_layers: bool = False,
-    selection: str = "histogram",
+    selection: str = "auto",
 ) -> tuple[Any, Any]:
   r"""Hard-prunes whole filters: keeps the Q best, zeroes the rest and bias.
 

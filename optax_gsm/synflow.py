@@ -61,7 +61,7 @@ def synflow(
     sparsity: Any = None,
     rounds: int = 100,
     prunable: _pool.Prunable = None,
-    selection: str = "histogram",
+    selection: str = "auto",
 ) -> tuple[Any, Any]:
   r"""Iterative SynFlow: data-free global pruning at initialization.
 
@@ -90,7 +90,8 @@ def synflow(
     sparsity: or s in [0, 1), removed over total entries (d = 1 - s).
     rounds: :math:`R_n \ge 1`; the paper uses 100.
     prunable: the pool, as in :func:`optax_gsm.gsm`.
-    selection: ``"histogram"`` or ``"sort"`` (the per-round count is traced).
+    selection: ``"auto"`` (the default), ``"histogram"``, ``"radix_count"``
+      or ``"sort"`` (the per-round count is traced, so not ``"top_k"``).
 
   Returns:
     ``(pruned_params, masks)`` as :func:`optax_gsm.prune` returns them.

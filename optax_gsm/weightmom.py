@@ -143,7 +143,7 @@ def weightmom(
     sparsity_power: float = 1.0,
     size_power: float = 0.5,
     prunable: _pool.Prunable = None,
-    selection: str = "histogram",
+    selection: str = "auto",
 ) -> optax.GradientTransformationExtraArgs:
   r"""Momentum-of-magnitude pruning in the spirit of WeightMom (our reading).
 
@@ -177,7 +177,8 @@ def weightmom(
     sparsity_power: :math:`a`, the weight of the layer's kept fraction.
     size_power: :math:`b`, the weight of the layer's relative size.
     prunable: the pool, as in :func:`optax_gsm.gsm`.
-    selection: ``"histogram"`` or ``"sort"``, as in :func:`optax_gsm.gsm`.
+    selection: ``"auto"`` (the default), ``"histogram"``, ``"radix_count"``
+      or ``"sort"``, as in :func:`optax_gsm.gsm`.
 
   Returns:
     A :class:`optax.GradientTransformationExtraArgs` whose ``update`` needs
