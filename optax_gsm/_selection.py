@@ -251,6 +251,24 @@ def _histogram_masks(keys: list[jax.Array], k: jax.Array) -> list[jax.Array]:
   return masks_at_threshold(keys, k, threshold, greater, equal)
 
 
+def _masks_up_to(keys: list[jax.Array], k: jax.Array, threshold: jax.Array,
+                 all_ties_fit: jax.Array,
+                 last_tie: Callable[[None], jax.Array]) -> list[jax.Array]:
+  """``key > threshold``, plus the ties at the threshold up to global index
+  ``last_tie()`` (skipped by a ``lax.cond`` when every tie fits); ``k = 0``
+  keeps nothing."""
+  total = sum(key.size for key in keys)
+  cut = jax.lax.cond(all_ties_fit, lambda _: jnp.uint32(total - 1), last_tie,
+                     None)
+  masks = []
+  offset = 0
+  for key in keys:
+    tie_kept = (key == threshold) & (_flat_index(key.shape, offset) <= cut)
+    masks.append(((key > threshold) | tie_kept) & (k > 0))
+    offset += key.size
+  return masks
+
+
 def masks_at_threshold(keys: list[jax.Array], k: jax.Array,
                        threshold: jax.Array, greater: jax.Array,
                        equal: jax.Array) -> list[jax.Array]:
@@ -262,7 +280,6 @@ def masks_at_threshold(keys: list[jax.Array], k: jax.Array,
   total = sum(key.size for key in keys)
   need = k_safe - greater  # 1 <= need <= equal
 
-  offsets = [int(x) for x in np.cumsum([0] + [key.size for key in keys])]
 
   def last_tie(_):
     # The global index of the need-th tie (key == threshold) in index order,
@@ -290,15 +307,7 @@ def masks_at_threshold(keys: list[jax.Array], k: jax.Array,
     last, _, _ = _locate(hist, before, need)
     return start + last.astype(jnp.uint32)
 
-  def all_ties(_):
-    return jnp.uint32(total - 1)
-
-  cut = jax.lax.cond(need == equal, all_ties, last_tie, None)
-  masks = []
-  for key, offset in zip(keys, offsets):
-    tie_kept = (key == threshold) & (_flat_index(key.shape, offset) <= cut)
-    masks.append(((key > threshold) | tie_kept) & (k > 0))
-  return masks
+  return _masks_up_to(keys, k, threshold, need == equal, last_tie)
 
 
 def _variadic_counts() -> bool:
@@ -396,7 +405,6 @@ def _count_masks(keys: list[jax.Array], k: jax.Array,
       lambda counts: counts >= k_safe, total)
   equal = at_or_above - greater
   need = k_safe - greater  # 1 <= need <= equal
-  offsets = [int(x) for x in np.cumsum([0] + [key.size for key in keys])]
 
   def last_tie(_):
     # The index of the need-th tie is the largest t with fewer than need
@@ -411,15 +419,7 @@ def _count_masks(keys: list[jax.Array], k: jax.Array,
                            lambda counts: counts < need, 0)
     return cut
 
-  def all_ties(_):
-    return jnp.uint32(total - 1)
-
-  cut = jax.lax.cond(need == equal, all_ties, last_tie, None)
-  masks = []
-  for key, offset in zip(keys, offsets):
-    tie_kept = (key == threshold) & (_flat_index(key.shape, offset) <= cut)
-    masks.append(((key > threshold) | tie_kept) & (k > 0))
-  return masks
+  return _masks_up_to(keys, k, threshold, need == equal, last_tie)
 
 
 def _concatenated_masks(keys: list[jax.Array], k: Any,
