@@ -13,12 +13,20 @@ from __future__ import annotations
 from typing import Any
 
 import jax
+import optax
 
 _VALUE = jax.tree_util.GetAttrKey("value")
 
 
-def _is_none(x: Any) -> bool:
+def is_none(x: Any) -> bool:
+  """``is_leaf`` for trees whose ``None`` entries stand for leaves."""
   return x is None
+
+
+def is_masked_node(x: Any) -> bool:
+  """``is_leaf`` for the ``optax.MaskedNode`` that ``optax.masked`` and
+  ``optax.multi_transform`` hand over for the other group's leaves."""
+  return isinstance(x, optax.MaskedNode)
 
 
 def clean(path: tuple) -> tuple:
@@ -117,13 +125,13 @@ def align(masks: Any, params: Any) -> Any:
   Returns:
     A tree of ``params``' structure (``None`` as a leaf) holding the masks.
   """
-  if (jax.tree.structure(masks, is_leaf=_is_none)
-      == jax.tree.structure(params, is_leaf=_is_none)):
+  if (jax.tree.structure(masks, is_leaf=is_none)
+      == jax.tree.structure(params, is_leaf=is_none)):
     return masks
   by_path = {clean(p): m for p, m in
-             jax.tree_util.tree_flatten_with_path(masks, is_leaf=_is_none)[0]}
+             jax.tree_util.tree_flatten_with_path(masks, is_leaf=is_none)[0]}
   flat, treedef = jax.tree_util.tree_flatten_with_path(params,
-                                                       is_leaf=_is_none)
+                                                       is_leaf=is_none)
   paths = [clean(p) for p, _ in flat]
   if len(set(paths)) != len(paths) or not set(paths) <= set(by_path):
     return masks
@@ -143,7 +151,7 @@ def mismatch(masks: Any, params: Any, limit: int = 4) -> str:
   """
   def names(tree):
     return [name(p) for p, _ in
-            jax.tree_util.tree_flatten_with_path(tree, is_leaf=_is_none)[0]]
+            jax.tree_util.tree_flatten_with_path(tree, is_leaf=is_none)[0]]
   have, want = names(masks), names(params)
   extra = [n for n in have if n not in want]
   missing = [n for n in want if n not in have]
@@ -153,7 +161,7 @@ def mismatch(masks: Any, params: Any, limit: int = 4) -> str:
   parts = []
   if extra:
     nones = [n for n, (_, m) in zip(
-        have, jax.tree_util.tree_flatten_with_path(masks, is_leaf=_is_none)[0])
+        have, jax.tree_util.tree_flatten_with_path(masks, is_leaf=is_none)[0])
              if n in extra and m is not None]
     parts.append(f"masks have {listed(extra)}, which params lack"
                  + (f" (with a mask, not None: {listed(nones)})"

@@ -9,6 +9,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from optax_gsm import _paths
+
 
 class Float32MasterState(NamedTuple):
   """``master``: a float32 copy of every sub-32-bit floating leaf
@@ -22,10 +24,6 @@ def needs_master(dtype: Any) -> bool:
   """Whether params of ``dtype`` lose small updates: floating, < 32 bits."""
   dtype = jnp.dtype(dtype)
   return bool(jnp.issubdtype(dtype, jnp.floating)) and dtype.itemsize < 4
-
-
-def _is_masked(x: Any) -> bool:
-  return isinstance(x, optax.MaskedNode)
 
 
 def float32_master(
@@ -94,23 +92,23 @@ def float32_master(
                        "state, params).")
     # optax.masked and multi_transform hand over MaskedNode for the leaves of
     # other groups: they are leaves here, as in the master, and pass through.
-    p_leaves, treedef = jax.tree.flatten(params, is_leaf=_is_masked)
-    m_leaves = jax.tree.leaves(state.master, is_leaf=_is_masked)
+    p_leaves, treedef = jax.tree.flatten(params, is_leaf=_paths.is_masked_node)
+    m_leaves = jax.tree.leaves(state.master, is_leaf=_paths.is_masked_node)
     if len(m_leaves) != len(p_leaves):
       raise ValueError("float32_master: the state was built for params of a "
                        "different structure.")
     # Resync the master where the params were changed from outside.
-    masters = [m if _is_masked(m) else
+    masters = [m if _paths.is_masked_node(m) else
                jnp.where(m.astype(p.dtype) == p, m, p.astype(jnp.float32))
                for m, p in zip(m_leaves, p_leaves)]
-    params32 = treedef.unflatten([p if _is_masked(m) else m
+    params32 = treedef.unflatten([p if _paths.is_masked_node(m) else m
                                   for m, p in zip(masters, p_leaves)])
     inner_updates, inner_state = inner.update(
         to_float32(updates), state.inner, params32, **extra_args)
     new_updates, new_master = [], []
     for u, m, p in zip(treedef.flatten_up_to(inner_updates), masters,
                        p_leaves):
-      if _is_masked(m):
+      if _paths.is_masked_node(m):
         new_updates.append(u)
         new_master.append(m)
         continue

@@ -19,10 +19,6 @@ from optax_gsm import _scores
 from optax_gsm import _selection
 
 
-def _is_none(x: Any) -> bool:
-  return x is None
-
-
 def prune(
     params: Any,
     compression: Any = None,
@@ -126,7 +122,7 @@ def apply_masks(params: Any, masks: Any) -> Any:
   _check_masks(masks, params, "apply_masks")
   return jax.tree.map(
       lambda m, x: x if m is None else jnp.where(m, x, jnp.zeros((), x.dtype)),
-      masks, params, is_leaf=_is_none)
+      masks, params, is_leaf=_paths.is_none)
 
 
 def _check_masks(masks: Any, params: Any, where: str) -> None:
@@ -134,24 +130,20 @@ def _check_masks(masks: Any, params: Any, where: str) -> None:
 
   A ``None`` in params (as ``eqx.filter`` leaves) takes a ``None`` mask.
   """
-  mask_def = jax.tree.structure(masks, is_leaf=_is_none)
-  param_def = jax.tree.structure(params, is_leaf=_is_none)
+  mask_def = jax.tree.structure(masks, is_leaf=_paths.is_none)
+  param_def = jax.tree.structure(params, is_leaf=_paths.is_none)
   if mask_def != param_def:
     raise ValueError(
         f"{where}: masks must match params leaf for leaf (None where not "
         f"masked): {_paths.mismatch(masks, params)}. Build the masks on the "
         "tree the optimizer sees (e.g. prune(nnx.state(model, nnx.Param)) "
         "for nnx.Optimizer(..., wrt=nnx.Param)).")
-  for m, x in zip(jax.tree.leaves(masks, is_leaf=_is_none),
-                  jax.tree.leaves(params, is_leaf=_is_none)):
+  for m, x in zip(jax.tree.leaves(masks, is_leaf=_paths.is_none),
+                  jax.tree.leaves(params, is_leaf=_paths.is_none)):
     if m is not None and (x is None or jnp.shape(m) != jnp.shape(x)):
       leaf = "None" if x is None else f"a leaf of shape {jnp.shape(x)}"
       raise ValueError(f"{where}: a mask of shape {jnp.shape(m)} stands for "
                        f"{leaf}; masks are not broadcast.")
-
-
-def _is_masked_node(x: Any) -> bool:
-  return isinstance(x, optax.MaskedNode)
 
 
 def _held_masks(masks: Any, params: Any, where: str) -> Any:
@@ -162,16 +154,16 @@ def _held_masks(masks: Any, params: Any, where: str) -> Any:
   ``optax.MaskedNode`` for a leaf of another group, the mask becomes
   ``None``: that leaf's update is not this transformation's.
   """
-  plain = jax.tree.map(lambda x: None if _is_masked_node(x) else x, params,
-                       is_leaf=_is_masked_node)
+  plain = jax.tree.map(lambda x: None if _paths.is_masked_node(x) else x, params,
+                       is_leaf=_paths.is_masked_node)
   aligned = _paths.align(masks, plain)
-  hidden = [_is_masked_node(x) for x in jax.tree.leaves(
-      params, is_leaf=lambda x: x is None or _is_masked_node(x))]
-  mask_def = jax.tree.structure(aligned, is_leaf=_is_none)
-  if any(hidden) and mask_def == jax.tree.structure(plain, is_leaf=_is_none):
+  hidden = [_paths.is_masked_node(x) for x in jax.tree.leaves(
+      params, is_leaf=lambda x: x is None or _paths.is_masked_node(x))]
+  mask_def = jax.tree.structure(aligned, is_leaf=_paths.is_none)
+  if any(hidden) and mask_def == jax.tree.structure(plain, is_leaf=_paths.is_none):
     aligned = mask_def.unflatten(
         [None if h else m for m, h in
-         zip(jax.tree.leaves(aligned, is_leaf=_is_none), hidden)])
+         zip(jax.tree.leaves(aligned, is_leaf=_paths.is_none), hidden)])
   _check_masks(aligned, plain, where)
   return aligned
 
@@ -226,7 +218,7 @@ def keep_masked(masks: Any) -> optax.GradientTransformationExtraArgs:
     updates = jax.tree.map(
         # -x in x's own precision (or wider), so that w + (-w) is exactly 0.
         lambda m, u, x: u if m is None else jnp.where(m, u, -x),
-        aligned, updates, params, is_leaf=_is_none)
+        aligned, updates, params, is_leaf=_paths.is_none)
     return updates, state
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
@@ -463,7 +455,7 @@ def sparsity_report(tree: Any, prunable: _pool.Prunable = None
     >>> report.kept, report.total, report.density
     (1, 2, 0.5)
   """
-  paths_leaves = jax.tree_util.tree_flatten_with_path(tree, is_leaf=_is_none)[0]
+  paths_leaves = jax.tree_util.tree_flatten_with_path(tree, is_leaf=_paths.is_none)[0]
   present = [x for _, x in paths_leaves if x is not None]
   is_mask = bool(present) and all(jnp.result_type(x) == jnp.bool_
                                   for x in present)
